@@ -1,0 +1,1 @@
+"""fdeblur: face motion deblurring in JAX/Flax."""

@@ -1,0 +1,39 @@
+"""DeblurGAN-style generator: the face deblurring processor of Fan & Luo (Sec. 4.1, Fig. 1).
+
+7x7 conv, two stride-2 conv blocks, `n_blocks` residual blocks, two transposed-conv blocks,
+7x7 output conv with tanh and a global skip from the input (DeblurGAN's `learn_residual`),
+clamped to the image range. With ngf=64 and 6 blocks it has 7,837,699 parameters, as DeblurGAN.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fdeblur.models import layers
+
+
+class DeblurGANGenerator(nnx.Module):
+
+  def __init__(self, *, ngf: int = 64, n_blocks: int = 6, dropout: float = 0.5,
+               in_channels: int = 3, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.dtype = dtype
+    self.stem = layers.ConvNormAct(in_channels, ngf, 7, reflect=3, dtype=dtype, rngs=rngs)
+    self.down = nnx.List([
+        layers.ConvNormAct(ngf * m, ngf * m * 2, 3, stride=2, dtype=dtype, rngs=rngs)
+        for m in (1, 2)])
+    self.blocks = nnx.List([
+        layers.ResnetBlock(ngf * 4, dropout=dropout, dtype=dtype, rngs=rngs)
+        for _ in range(n_blocks)])
+    self.up = nnx.List([
+        layers.UpConvNormAct(ngf * m, ngf * m // 2, dtype=dtype, rngs=rngs) for m in (4, 2)])
+    self.head = nnx.Conv(ngf, in_channels, (7, 7), padding="VALID",
+                         kernel_init=layers.normal_init, dtype=dtype, rngs=rngs)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """images: [B, H, W, 3] in [0, 1], H and W multiples of 4. Returns float32 in [0, 1]."""
+    x = images.astype(self.dtype) * 2.0 - 1.0  # DeblurGAN works in [-1, 1]
+    y = self.stem(x)
+    for block in (*self.down, *self.blocks, *self.up):
+      y = block(y)
+    y = jnp.tanh(self.head(layers.reflect_pad(y, 3)))
+    out = jnp.clip(x + y, -1.0, 1.0)
+    return ((out.astype(jnp.float32) + 1.0) * 0.5)
