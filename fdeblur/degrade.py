@@ -58,20 +58,26 @@ def _uniform(key, shape, bounds):
   return jax.random.uniform(key, shape, minval=lo, maxval=hi)
 
 
-def random_kernels(key: jax.Array, batch: int, cfg: ml_collections.ConfigDict):
-  """Draws one kernel per sample from the configured mixture. Returns (kernels, protocol ids)."""
+def random_kernels(keys: jax.Array, cfg: ml_collections.ConfigDict):
+  """One kernel per sample from the configured mixture, drawn from that sample's own key, so a
+  sample's blur does not depend on the batch it is in. keys: [B] -> ([B, K, K], protocol [B])."""
   ksize = cfg.kernel_size
   if ksize % 2 != 1:
     raise ValueError(f"config.blur.kernel_size must be odd, got {ksize}")
   probs = jnp.array([cfg.gaussian_prob, cfg.motion_prob], jnp.float32)
-  k_proto, k_sigma, k_len, k_ang = jax.random.split(key, 4)
-  proto = jax.random.choice(k_proto, len(PROTOCOLS), (batch,), p=probs / probs.sum())
-  gauss = gaussian_kernels(_uniform(k_sigma, (batch,), cfg.gaussian_sigma), ksize)
   max_len = float(ksize - 1)
-  length = jnp.minimum(_uniform(k_len, (batch,), cfg.motion_length), max_len)
-  motion = motion_kernels(length, _uniform(k_ang, (batch,), cfg.motion_angle), ksize)
-  kernels = jnp.where((proto == 0)[:, None, None], gauss, motion)
-  return kernels, proto
+
+  def one(key):
+    k_proto, k_sigma, k_len, k_ang = jax.random.split(key, 4)
+    proto = jax.random.choice(k_proto, len(PROTOCOLS), p=probs / probs.sum())
+    sigma = _uniform(k_sigma, (1,), cfg.gaussian_sigma)
+    length = jnp.minimum(_uniform(k_len, (1,), cfg.motion_length), max_len)
+    angle = _uniform(k_ang, (1,), cfg.motion_angle)
+    kernel = jnp.where(proto == 0, gaussian_kernels(sigma, ksize)[0],
+                       motion_kernels(length, angle, ksize)[0])
+    return kernel, proto
+
+  return jax.vmap(one)(keys)
 
 
 def convolve(images: jax.Array, kernels: jax.Array) -> jax.Array:
@@ -99,7 +105,13 @@ def convolve(images: jax.Array, kernels: jax.Array) -> jax.Array:
 
 
 def degrade(key: jax.Array, sharp: jax.Array, cfg: ml_collections.ConfigDict):
-  """sharp: [B, H, W, C] in [0, 1] -> (blurry, sharp, info). cfg is `config.blur`."""
-  kernels, proto = random_kernels(key, sharp.shape[0], cfg)
+  """sharp: [B, H, W, C] in [0, 1] -> (blurry, sharp, info). cfg is `config.blur`.
+
+  `key` is one key for the batch (split per sample) or a [B] array of per-sample keys.
+  """
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)  # raw uint32 key data, [2] or [B, 2]
+  keys = jax.random.split(key, sharp.shape[0]) if key.ndim == 0 else key
+  kernels, proto = random_kernels(keys, cfg)
   blurry = jnp.clip(convolve(sharp, kernels), 0.0, 1.0)
   return blurry, sharp, {"kernel": kernels, "protocol": proto}

@@ -28,11 +28,18 @@ class DeblurGANGenerator(nnx.Module):
     self.head = nnx.Conv(ngf, in_channels, (7, 7), padding="VALID",
                          kernel_init=layers.normal_init, dtype=dtype, rngs=rngs)
 
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """images: [B, H, W, 3] in [0, 1], H and W multiples of 4. Returns float32 in [0, 1]."""
+  def __call__(self, images: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """images: [B, H, W, 3] in [0, 1], H and W multiples of 4. Returns float32 in [0, 1].
+
+    rngs: a `dropout` stream, needed in train mode when dropout > 0.
+    """
     x = images.astype(self.dtype) * 2.0 - 1.0  # DeblurGAN works in [-1, 1]
     y = self.stem(x)
-    for block in (*self.down, *self.blocks, *self.up):
+    for block in self.down:
+      y = block(y)
+    for block in self.blocks:
+      y = block(y, rngs=rngs)
+    for block in self.up:
       y = block(y)
     y = jnp.tanh(self.head(layers.reflect_pad(y, 3)))
     out = jnp.clip(x + y, -1.0, 1.0)

@@ -63,13 +63,13 @@ class ResnetBlock(nnx.Module):
     self.conv1 = nnx.Conv(dim, dim, (3, 3), padding="VALID", kernel_init=normal_init,
                           dtype=dtype, rngs=rngs)
     self.norm1 = InstanceNorm(dim, dtype=dtype, rngs=rngs)
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)  # its key comes with each call (no RNG in the state)
     self.conv2 = nnx.Conv(dim, dim, (3, 3), padding="VALID", kernel_init=normal_init,
                           dtype=dtype, rngs=rngs)
     self.norm2 = InstanceNorm(dim, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x):
+  def __call__(self, x, rngs=None):
     y = jax.nn.relu(self.norm1(self.conv1(reflect_pad(x, 1))))
-    y = self.dropout(y)
+    y = self.dropout(y, rngs=rngs)
     y = self.norm2(self.conv2(reflect_pad(y, 1)))
     return x + y

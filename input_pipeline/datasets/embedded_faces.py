@@ -19,6 +19,7 @@ import cv2
 import matplotlib
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from skimage import data as skdata
 from skimage import io as skio
 
@@ -28,6 +29,7 @@ FACE_MARGIN = 1.6  # crop side = FACE_MARGIN x detector box side
 TRAIN_JITTERS = 8  # jittered crops per training face
 TEXTURE_CROPS = 32  # random crops per texture photograph
 LFW_UPSCALE = 4
+DETECT_PAD = 30
 TEXTURES = ("chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
             "hubble_deep_field.jpg", "brick.png", "grass.png", "gravel.png", "coins.png",
             "moon.png", "page.png", "text.png", "ihc.png")  # files in skimage/data/
@@ -50,11 +52,8 @@ def face_photographs():
   yield "matplotlib/grace_hopper", _rgb(skio.imread(hopper))
   lfw = skdata.lfw_subset()[:100]  # the first 100 are faces, the rest non-faces
   for i, face in enumerate(lfw):
-    big = cv2.resize(_rgb(face), None, fx=LFW_UPSCALE, fy=LFW_UPSCALE,
-                     interpolation=cv2.INTER_CUBIC)
-    # Pad with replicated border: the crops are tight and cascades need context around a face.
-    yield f"skimage/lfw_subset/{i:03d}", cv2.copyMakeBorder(big, 30, 30, 30, 30,
-                                                            cv2.BORDER_REPLICATE)
+    yield f"skimage/lfw_subset/{i:03d}", cv2.resize(
+        _rgb(face), None, fx=LFW_UPSCALE, fy=LFW_UPSCALE, interpolation=cv2.INTER_CUBIC)
 
 
 def is_test(name: str) -> bool:
@@ -101,11 +100,16 @@ class EmbeddedFaces(tfds.core.GeneratorBasedBuilder):
 
   @staticmethod
   def _detect(name, image):
-    boxes = faces_crop.detect_faces(image)
+    # LFW crops are tight: the cascade needs some context around the face, so detect on a
+    # border-replicated copy and shift the box back.
+    pad = DETECT_PAD if name.startswith("skimage/lfw_subset/") else 0
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    boxes = faces_crop.detect_faces(padded)
     if not boxes:
-      print(f"embedded_faces: no face detected in {name}; skipped")
+      logging.warning("embedded_faces: no face detected in %s; skipped", name)
       return None
-    return boxes[0]
+    x, y, w, h = boxes[0]
+    return x - pad, y - pad, w, h
 
   def _generate_examples(self, faces, textures: bool, jitter: bool):
     size = self.builder_config.image_size
@@ -114,8 +118,12 @@ class EmbeddedFaces(tfds.core.GeneratorBasedBuilder):
       for j in range(TRAIN_JITTERS if jitter else 1):
         scale = rng.uniform(0.85, 1.15) if jitter else 1.0
         shift = rng.uniform(-0.08, 0.08, size=2) * w if jitter else np.zeros(2)
-        side = FACE_MARGIN * max(w, h) * scale
-        cx, cy = x + w / 2 + shift[0], y + h / 2 + shift[1]
+        # Crops stay inside the photograph (no replicated-border streaks): shrink the margin
+        # and shift the centre where the face is near the border.
+        hgt, wid = image.shape[:2]
+        side = min(FACE_MARGIN * max(w, h) * scale, hgt, wid)
+        cx = np.clip(x + w / 2 + shift[0], side / 2, wid - side / 2)
+        cy = np.clip(y + h / 2 + shift[1], side / 2, hgt - side / 2)
         crop = faces_crop.square_crop(image, (cx, cy), side, size)
         if jitter and rng.uniform() < 0.5:
           crop = crop[:, ::-1]

@@ -1,0 +1,40 @@
+"""orbax CheckpointManager wrapper: asynchronous saves, keep the last N, restore onto any mesh."""
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class Checkpointer:
+
+  def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
+    self.directory = epath.Path(directory)
+    if not str(directory).startswith("gs://"):
+      self.directory = self.directory.absolute()  # orbax wants absolute local paths
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, *, force: bool = False) -> bool:
+    return self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
+                             force=force)
+
+  def restore(self, target, step: int | None = None):
+    """Restores into the structure, dtypes and shardings of `target` (arrays or
+    ShapeDtypeStructs): a checkpoint written on one mesh restores onto another."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return restored["state"]
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()

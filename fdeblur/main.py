@@ -1,0 +1,80 @@
+"""Entry point: python -m fdeblur.main --config=configs/NAME.py[:variant] --workdir=DIR.
+
+  --mode=train     train (resuming from the workdir's latest checkpoint), then evaluate
+  --mode=evaluate  evaluate the workdir's latest checkpoint
+Any config value can be overridden: --config.train.num_steps=100.
+"""
+import logging as logging_std
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:variant]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
+                          "train: train then evaluate; evaluate: latest checkpoint only.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Keeps orbax's and TFDS's per-file INFO chatter out of the training log."""
+
+  def filter(self, record):
+    noisy = ("/orbax/", "/tensorflow_datasets/", "xla_bridge.py")
+    return record.levelno >= logging_std.WARNING or not any(n in record.pathname for n in noisy)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  # Imported here so that --help and flag errors do not pay for importing JAX.
+  import jax
+  from fdeblur import evaluate, train
+
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
+               jax.devices())
+  state = None
+  if _MODE.value == "train":
+    state = train.train(config, workdir)
+  results = evaluate.evaluate(config, workdir, state)
+  if jax.process_index() == 0:
+    m = results["mean"]
+    print(f"PSNR {m['blurred']['psnr']:.2f} dB (blurred) -> {m['deblurred']['psnr']:.2f} dB "
+          f"(deblurred); report: {os.path.join(os.path.abspath(workdir), 'report.md')}")
+
+
+def _parse_flags(argv):
+  """absl flag parsing that turns a bad --config.key=value into one clear line, not a
+  traceback (ml_collections raises a raw AttributeError for unknown keys)."""
+  try:
+    remaining = flags.FLAGS(argv)
+    flags.FLAGS.config.keys()  # a missing file raises only when the config is first used
+    return remaining
+  except OSError as e:  # the config file is missing or unreadable
+    sys.exit(f"fdeblur: --config: {' '.join(str(e).split())}")
+  except flags.Error as e:
+    text = str(e)
+    if "Traceback" in text:  # an exception inside the config file: keep its last line
+      head, _, trace = text.partition("Traceback")
+      text = head.rstrip(": \n") + ": " + trace.strip().splitlines()[-1]
+    sys.exit(f"fdeblur: {text}\nPass --helpfull to see help on flags.")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+    key = text.split("'")[1] if text.count("'") >= 2 else ""
+    culprit = [a for a in argv[1:] if a.startswith("--config.") and key and key in a]
+    where = f" in {culprit[0]}" if culprit else ""
+    sys.exit(f"fdeblur: bad config override{where}: {text}")
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,39 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # configs/ and the packages, also when run from another directory
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Every test sees 8 simulated CPU devices, so training runs the sharded path; single-device
+# references use a mesh of jax.devices()[:1]. Must be set before JAX is imported.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+
+
+def load_config(name: str, variant: str = "tiny"):
+  """A config file's get_config(variant), as --config=configs/NAME.py:variant loads it."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """The embedded dataset built once at 32px (tiny configs) for the whole session."""
+  path = tmp_path_factory.mktemp("tfds")
+  cfg = load_config("quickstart")
+  cfg.dataset.data_dir = str(path)
+  from input_pipeline import pipeline
+  pipeline.build(cfg.dataset)
+  return str(path)
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+  cfg = load_config("quickstart")
+  cfg.dataset.data_dir = data_dir
+  return cfg
