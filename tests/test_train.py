@@ -4,16 +4,17 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from scipy import ndimage
 
 from fdeblur import evaluate, parallel, train
 from input_pipeline import pipeline
 
 
-def _setup(cfg, devices):
+def _setup(cfg, devices, tx=None):
   mesh = parallel.make_mesh(devices)
   nets = train.Networks(cfg)
-  tx = train.make_optimizer(cfg.train)
+  tx = tx or train.make_optimizer(cfg.train)
   state = jax.device_put(train.init_state(cfg, nets, tx), parallel.replicated(mesh))
   return mesh, nets, tx, state, train.make_train_step(cfg, nets, tx, mesh)
 
@@ -37,27 +38,23 @@ def test_one_step_on_a_fixed_batch_lowers_the_loss(tiny_config):
 
 def test_sharded_step_matches_single_device(tiny_config):
   assert len(jax.devices()) == 8
-  probe = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh, nets, _, state, step = _setup(tiny_config, devices)
+    # Plain SGD, so that parameters reflect the gradients linearly: Adam's first steps are
+    # lr * sign(g) and would turn round-off in near-zero gradients (conv biases before
+    # instance norm) into full-size differences.
+    mesh, _, _, state, step = _setup(tiny_config, devices, tx=optax.sgd(0.05))
     images = _batch(tiny_config, mesh)
     losses = []
     for _ in range(2):
       state, m = step(state, images)
       losses.append(float(m["loss"]))
     assert state.params["stem"]["conv"]["kernel"].sharding.is_fully_replicated
-    params = jax.device_get(state.params)
-    out = nets.apply(params, jax.device_get(state.model_state), probe, train=False)[0]
-    results.append((losses, np.asarray(out), params))
-  (l1, o1, p1), (l8, o8, p8) = results
+    results.append((losses, jax.device_get(state.params)))
+  (l1, p1), (l8, p8) = results
   np.testing.assert_allclose(l1, l8, rtol=1e-5)
-  # The updated networks compute the same function. (Raw parameters are not compared: a conv
-  # bias followed by instance norm has zero true gradient, and Adam turns its round-off-level
-  # gradient into a full-size step of arbitrary sign, as in DeblurGAN's PyTorch code.)
-  np.testing.assert_allclose(o1, o8, rtol=1e-5, atol=1e-5)
-  head1, head8 = p1["head"]["kernel"], p8["head"]["kernel"]
-  np.testing.assert_allclose(head1, head8, rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path):
@@ -78,7 +75,9 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path
   probe = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
   outs = [nets.apply(jax.device_get(s.params), jax.device_get(s.model_state), probe,
                      train=False)[0] for s in (straight, resumed)]
-  np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+  # (1e-4: the resumed process compiles its own step; Adam's first steps magnify round-off
+  # differences of near-zero gradients. A wrong resume moves outputs by ~1e-2.)
+  np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
   assert int(straight.opt_state[0].count) == int(resumed.opt_state[0].count) == 4
 
 

@@ -83,7 +83,7 @@ class EmbeddedFaces(tfds.core.GeneratorBasedBuilder):
             "image": tfds.features.Tensor(shape=(s, s, 3), dtype=np.uint8),
             "source": tfds.features.Text(),  # source photograph: splits are disjoint on it
             "kind": tfds.features.ClassLabel(names=["face", "texture"]),
-            "box": tfds.features.Tensor(shape=(4,), dtype=np.float32),  # face box in the crop
+            "box": tfds.features.Tensor(shape=(4,), dtype=np.float32),  # (x, y, w, h) in the crop
         }),
         supervised_keys=None,
     )
@@ -128,8 +128,9 @@ class EmbeddedFaces(tfds.core.GeneratorBasedBuilder):
         if jitter and rng.uniform() < 0.5:
           crop = crop[:, ::-1]
         m = size / side  # the detector box in crop coordinates
-        box = np.array([(x - cx) * m + size / 2, (y - cy) * m + size / 2, w * m, h * m],
-                       np.float32)
+        x0, y0 = np.clip([(x - cx) * m + size / 2, (y - cy) * m + size / 2], 0, size)
+        x1, y1 = np.clip([(x + w - cx) * m + size / 2, (y + h - cy) * m + size / 2], 0, size)
+        box = np.array([x0, y0, x1 - x0, y1 - y0], np.float32)  # clipped to the crop
         yield f"{name}/{j}", {"image": np.ascontiguousarray(crop), "source": name,
                               "kind": "face", "box": box}
     if not textures:
