@@ -1,0 +1,231 @@
+"""What the `face_images` and `face_videos` builders share: the builder config, the split rule,
+file discovery, image decoding/encoding, face alignment and the build report.
+
+Split rule: every example belongs to a *group* (an identity or a video): the first path component
+below `manual_dir` (a top-level folder, or a top-level file on its own). A group is in the test
+split iff sha1("{split_salt}/{group}") maps below `test_fraction`; so frames of one video and
+photos of one identity never straddle train and test, and the assignment of a group does not
+depend on the order of files. When the hash puts no group into test (tiny datasets) and there
+are at least two groups, the group with the smallest hash is moved to test (and symmetrically
+for train), so both splits exist.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+from collections import Counter
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from input_pipeline import faces_crop
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v")
+SIDECAR_EXTS = (".pts", ".json", ".txt", ".csv", ".md", ".mat", ".xml", ".ljson")
+NUM_LANDMARKS = 68
+REPORT_NAME = "build_report"  # build_report.json / build_report.txt beside the array_record files
+
+
+@dataclasses.dataclass
+class FaceConfig(tfds.core.BuilderConfig):
+  """Options of the face builders (any of them may be set as a `config.dataset` field)."""
+  image_size: int = 128
+  margin: float = 1.6  # crop side = margin x longer side of the landmark extent / detector box
+  test_fraction: float = 0.1  # fraction of groups (identities / videos) in the test split
+  split_salt: str = ""  # change to draw another deterministic split
+  image_format: str = "png"  # how crops are stored: png (lossless), jpeg, raw (uint8 tensor)
+  jpeg_quality: int = 95
+  min_face: int = 24  # smallest face (pixels) the detector looks for
+
+
+def config_name(image_size: int, overrides: dict) -> str:
+  """'128px', or '128px_margin1.8_test_fraction0.2' for non-default options."""
+  return "_".join([f"{image_size}px"] + [f"{k}{v}" for k, v in sorted(overrides.items())])
+
+
+def base_config_fields() -> set[str]:
+  return {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+
+
+# --- splits -------------------------------------------------------------------------------------
+
+def group_of(relpath: str) -> str:
+  """The identity/video a file belongs to: its top-level folder (or itself at the top level)."""
+  return relpath.replace(os.sep, "/").split("/", 1)[0]
+
+
+def _unit_hash(group: str, salt: str) -> float:
+  digest = hashlib.sha1(f"{salt}/{group}".encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_splits(groups, test_fraction: float, salt: str = "") -> dict[str, str]:
+  """group -> 'train' | 'test' (see the module docstring)."""
+  groups = sorted(set(groups))
+  h = {g: _unit_hash(g, salt) for g in groups}
+  out = {g: "test" if h[g] < test_fraction else "train" for g in groups}
+  if len(groups) >= 2 and 0 < test_fraction < 1:
+    if "test" not in out.values():
+      out[min(groups, key=h.get)] = "test"
+    if "train" not in out.values():
+      out[max(groups, key=h.get)] = "train"
+  return out
+
+
+# --- files --------------------------------------------------------------------------------------
+
+def walk(root: str, report: "BuildReport"):
+  """os.walk in sorted order; reports empty folders; yields (dirpath, sorted files)."""
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    files = sorted(f for f in filenames if not f.startswith("."))
+    if not files and not dirnames:
+      report.skip(os.path.relpath(dirpath, root), "empty folder")
+      continue
+    yield dirpath, files
+
+
+def read_image(path: str) -> np.ndarray | None:
+  """RGB uint8 image, or None when the file cannot be decoded (also for non-ASCII paths)."""
+  try:
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+  except (OSError, cv2.error):
+    return None
+  if image is None or image.size == 0:
+    return None
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def encode(image: np.ndarray, cfg: FaceConfig):
+  if cfg.image_format == "raw":
+    return np.ascontiguousarray(image, np.uint8)
+  bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+  if cfg.image_format == "png":
+    ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+  elif cfg.image_format == "jpeg":
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(cfg.jpeg_quality)])
+  else:
+    raise ValueError(f"image_format={cfg.image_format!r}: use png, jpeg or raw")
+  if not ok:
+    raise RuntimeError("image encoding failed")
+  return buf.tobytes()
+
+
+def decode(value) -> np.ndarray:
+  """A stored image (encoded bytes or a uint8 tensor) -> RGB uint8 [S, S, 3]."""
+  if isinstance(value, (bytes, np.bytes_)) or (isinstance(value, np.ndarray)
+                                                 and value.dtype == object):
+    data = value.item() if isinstance(value, np.ndarray) else value
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+  return np.asarray(value, np.uint8)
+
+
+def image_feature(cfg: FaceConfig):
+  s = cfg.image_size
+  if cfg.image_format == "raw":
+    return tfds.features.Tensor(shape=(s, s, 3), dtype=np.uint8)
+  return tfds.features.Tensor(shape=(), dtype=np.object_)  # encoded png/jpeg bytes
+
+
+def face_features(cfg: FaceConfig) -> dict:
+  return {
+      "image": image_feature(cfg),
+      # 68 points (x, y) in crop pixels, 0-based; zeros where has_landmarks is False
+      "landmarks": tfds.features.Tensor(shape=(NUM_LANDMARKS, 2), dtype=np.float32),
+      "has_landmarks": tfds.features.Tensor(shape=(), dtype=np.bool_),
+      # face box (x, y, w, h) in crop pixels: the landmarks' extent, or the detector's box
+      "box": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+      "source": tfds.features.Text(),  # path below manual_dir
+      "identity": tfds.features.Text(),  # the split group
+  }
+
+
+# --- alignment ----------------------------------------------------------------------------------
+
+def align(points: np.ndarray | None, box, margin: float):
+  """(cx, cy, side) from landmarks when known, else from a detector/tracker box."""
+  if points is not None:
+    return faces_crop.alignment_from_landmarks(points, margin)
+  return faces_crop.alignment_from_box(box, margin)
+
+
+def crop_example(image, alignment, points, box, cfg: FaceConfig) -> dict:
+  """The stored fields of one face: crop, landmarks and box mapped into crop coordinates."""
+  cx, cy, side = alignment
+  mat = faces_crop.crop_matrix((cx, cy), side, cfg.image_size)
+  crop = faces_crop.warp(image, mat, cfg.image_size)
+  if points is not None:
+    pts = faces_crop.transform_points(points, mat)
+    lo, hi = pts.min(0), pts.max(0)
+    crop_box = np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], np.float32)
+  else:
+    crop_box = faces_crop.transform_box(box, mat)
+  has = points is not None and len(points) == NUM_LANDMARKS
+  return {
+      "image": encode(crop, cfg),
+      "landmarks": pts if has else np.zeros((NUM_LANDMARKS, 2), np.float32),
+      "has_landmarks": bool(has),
+      "box": crop_box,
+  }
+
+
+# --- report -------------------------------------------------------------------------------------
+
+class BuildReport:
+  """What was skipped and why; written next to the dataset as build_report.{json,txt}."""
+
+  def __init__(self, name: str):
+    self.name = name
+    self.skipped: list[dict] = []
+    self.notes: Counter = Counter()
+    self.examples: Counter = Counter()
+    self.groups: dict[str, int] = {}
+
+  def skip(self, path: str, reason: str, split: str = "") -> None:
+    self.skipped.append({"path": path, "reason": reason, "split": split})
+    logging.info("%s: skipped %s (%s)", self.name, path, reason)
+
+  def note(self, what: str, n: int = 1) -> None:
+    self.notes[what] += n
+
+  def as_dict(self) -> dict:
+    return {"dataset": self.name, "examples": dict(self.examples), "groups": self.groups,
+            "skipped_counts": dict(Counter(s["reason"] for s in self.skipped)),
+            "notes": dict(self.notes), "skipped": self.skipped}
+
+  def text(self) -> str:
+    d = self.as_dict()
+    lines = [f"{self.name}: " + ", ".join(f"{k} {v} examples" for k, v in d["examples"].items())
+             + " (groups: " + ", ".join(f"{k} {v}" for k, v in d["groups"].items()) + ")"]
+    if d["skipped"]:
+      lines.append(f"skipped {len(d['skipped'])}: " + ", ".join(
+          f"{n} {r}" for r, n in sorted(d["skipped_counts"].items())))
+      lines += [f"  {s['path']}: {s['reason']}" for s in d["skipped"][:50]]
+      if len(d["skipped"]) > 50:
+        lines.append(f"  ... and {len(d['skipped']) - 50} more (see {REPORT_NAME}.json)")
+    else:
+      lines.append("skipped nothing")
+    lines += [f"note: {k}: {v}" for k, v in sorted(d["notes"].items())]
+    return "\n".join(lines)
+
+  def write(self, directory) -> None:
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, REPORT_NAME + ".json"), "w") as f:
+      json.dump(self.as_dict(), f, indent=1)
+    with open(os.path.join(directory, REPORT_NAME + ".txt"), "w") as f:
+      f.write(self.text() + "\n")
+
+
+def read_report(data_dir) -> dict | None:
+  path = os.path.join(os.fspath(data_dir), REPORT_NAME + ".json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
