@@ -19,14 +19,54 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.worker_count = 0  # grain worker processes (0 = in the main process)
   c.dataset.prefetch = 2
 
-  # On-device blur (fdeblur.degrade). Each sample draws one protocol with these probabilities.
+  # On-device blur (fdeblur.degrade). Each sample draws one protocol with these probabilities
+  # (normalised; pravg/vla apply to clip batches only and are dropped for image batches).
   c.blur = ml_collections.ConfigDict()
-  c.blur.kernel_size = 15  # static support of every kernel (odd)
+  c.blur.kernel_size = 15  # static support of Gaussian and motion kernels (odd)
   c.blur.gaussian_prob = 0.5
-  c.blur.gaussian_sigma = (0.5, 2.5)  # isotropic sigma range, pixels
+  c.blur.gaussian_sigma = (0.5, 2.5)  # sigma range, pixels (each axis when anisotropic)
+  c.blur.gaussian_anisotropic_prob = 0.0  # share of Gaussian draws with independent sigma_x/y
+  c.blur.gaussian_angle = (0.0, 180.0)  # rotation of anisotropic Gaussians, degrees
   c.blur.motion_prob = 0.5
   c.blur.motion_length = (3.0, 13.0)  # linear motion length range, pixels
   c.blur.motion_angle = (0.0, 180.0)  # degrees
+  # Random camera-shake trajectories (Boracchi & Foi 2012; defaults of DeblurGAN's blur script).
+  # The PSF support is the canvas made odd (64 -> 65); small images want a smaller canvas and
+  # max_len. With trajectory_prob > 0 every kernel of the batch has that support.
+  c.blur.trajectory_prob = 0.0
+  c.blur.trajectory_canvas = 64
+  c.blur.trajectory_iters = 2000
+  c.blur.trajectory_max_len = 60.0  # path length, pixels
+  c.blur.trajectory_anxiety = (0.01, 0.009, 0.008, 0.007, 0.005, 0.003, 0.002, 0.001)
+  c.blur.trajectory_fractions = (1 / 1000, 1 / 10, 1 / 2, 1.0)  # exposure fractions
+  c.blur.trajectory_fraction_probs = (0.25, 0.25, 0.25, 0.25)  # DeblurGAN: uniform part 0..3
+  c.blur.trajectory_center = "exposure"  # or "trajectory" (the reference: whole-path box)
+  # Applying kernels: direct convolution below this kernel size, FFT from it on.
+  c.blur.fft_min_kernel_size = 21
+  c.blur.border = "reflect"  # reflect | symmetric | edge
+  # Frame averaging over clips {"frames": [B, T, H, W, C]} (Chrysos et al. 2019).
+  c.blur.pravg_prob = 0.0
+  c.blur.pravg_lengths = (7, 9, 11, 15, 21)  # PrAvg(L), the paper's L
+  c.blur.vla_prob = 0.0
+  c.blur.vla_length = (3, 21)  # (L_min, L_max), odd; L_max is capped by the clip length
+  c.blur.vla_min_iou = 0.5  # stop: face boxes of first and last frame overlap less
+  c.blur.vla_min_psnr = 24.0  # stop: running average vs middle frame below this, dB
+  c.blur.vla_motion = "phase_correlation"  # or "none"; a batch's "flow" [B, T-1] takes precedence
+  c.blur.vla_max_motion = 0.15  # stop: motion summed over the window > this * min(H, W)
+  c.blur.vla_max_step = 0.05  # stop: one frame pair's motion > this * min(H, W)
+  # Camera response psi-hat: averaging (and optionally kernel blur, noise) in linear light.
+  c.blur.camera_response = "gamma"  # gamma | srgb | none
+  c.blur.camera_gamma = 2.2
+  c.blur.kernels_in_linear_light = False  # DeblurGAN and the 2017 paper blur display values
+  # Sensor noise after the blur.
+  c.blur.noise = "none"  # none | gaussian | poisson_gaussian
+  c.blur.noise_sigma = (0.0, 0.02)  # Gaussian (read) noise std range, [0, 1] units
+  c.blur.noise_peak = (100.0, 1000.0)  # Poisson: photons at white
+  c.blur.noise_poisson_exact = False  # True: real Poisson draws (slow); False: normal approx.
+  c.blur.noise_in_linear_light = True
+  # Host-side JPEG (input_pipeline.transforms.RandomJpeg; not applied by degrade).
+  c.blur.jpeg_prob = 0.0
+  c.blur.jpeg_quality = (30, 90)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "deblurgan"

@@ -1,0 +1,180 @@
+"""Blur synthesis on the device: one jit-compilable entry point, `degrade(key, batch, cfg)`.
+
+Each sample draws its protocol from the configured mixture with its own PRNG key, so its blur never
+depends on the batch it is in, and every shape is static, so a train step compiles once:
+
+| id | protocol   | input                      | blur                                                   |
+|----|------------|----------------------------|--------------------------------------------------------|
+| 0  | gaussian   | images or clips            | isotropic / anisotropic Gaussian kernel                |
+| 1  | motion     | images or clips            | linear motion kernel (sub-pixel, anti-aliased)         |
+| 2  | trajectory | images or clips            | Boracchi & Foi camera-shake PSF (DeblurGAN's kernels)  |
+| 3  | pravg      | clips {"frames": ...}      | PrAvg(L): mean of L frames around the middle one       |
+| 4  | vla        | clips {"frames": ...}      | variable-length averaging with the 2019 stop conditions|
+
+Kernels are applied by `convolve` (direct or FFT, chosen by kernel size); clips' kernel samples
+blur the middle frame. Then optional sensor noise, and a clip to [0, 1]. Submodules: `kernels`,
+`apply`, `averaging`, `noise`; the host-side JPEG stage is `input_pipeline.transforms.RandomJpeg`.
+"""
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fdeblur.degrade import apply, averaging, kernels, noise
+from fdeblur.degrade.apply import FFT_MIN_KERNEL_SIZE, convolve, convolve_direct, convolve_fft
+from fdeblur.degrade.averaging import (average_frames, box_iou, boxes_from_landmarks,
+                                       inverse_response, motion_magnitudes, phase_correlation_shifts,
+                                       pravg, response, vla, vla_lengths, vla_stops, window_weights)
+from fdeblur.degrade.kernels import (KERNEL_PROTOCOLS, PROTOCOLS, centre_paths, draw_protocol,
+                                     exposure_weights, gaussian_kernels, kernel_support,
+                                     kernels_for, motion_kernels, random_kernels,
+                                     random_trajectory_kernels, splat, trajectory_draws,
+                                     trajectory_kernels, trajectory_paths, trajectory_support)
+from fdeblur.degrade.noise import add_noise, gaussian_noise, poisson_gaussian_noise
+
+__all__ = [
+    "PROTOCOLS", "KERNEL_PROTOCOLS", "FFT_MIN_KERNEL_SIZE", "degrade", "mixture", "per_sample_keys",
+    "gaussian_kernels", "motion_kernels", "splat", "trajectory_draws", "trajectory_paths",
+    "trajectory_kernels", "random_trajectory_kernels", "exposure_weights", "centre_paths",
+    "kernel_support", "trajectory_support", "random_kernels", "kernels_for", "draw_protocol",
+    "convolve", "convolve_direct", "convolve_fft", "inverse_response", "response",
+    "window_weights", "average_frames", "pravg", "vla", "vla_stops", "vla_lengths", "box_iou",
+    "boxes_from_landmarks", "phase_correlation_shifts", "motion_magnitudes", "add_noise",
+    "gaussian_noise", "poisson_gaussian_noise", "apply", "averaging", "kernels", "noise",
+]
+
+
+def mixture(cfg: ml_collections.ConfigDict, clips: bool) -> np.ndarray:
+  """Static protocol probabilities in PROTOCOLS order, normalised. For image batches (clips=False)
+  the averaging protocols are dropped and the kernel families renormalised."""
+  p = np.array([cfg.gaussian_prob, cfg.motion_prob, cfg.get("trajectory_prob", 0.0),
+                cfg.get("pravg_prob", 0.0), cfg.get("vla_prob", 0.0)], np.float64)
+  if (p < 0).any():
+    raise ValueError(f"config.blur protocol probabilities must be >= 0, got {p.tolist()}")
+  if not clips:
+    p[3:] = 0.0
+  if p.sum() <= 0:
+    raise ValueError("config.blur gives this batch no protocol: pravg/vla need a clip batch "
+                     "{'frames': [B, T, H, W, C]}, images need gaussian/motion/trajectory_prob > 0")
+  return p / p.sum()
+
+
+def per_sample_keys(key: jax.Array, batch_size: int) -> jax.Array:
+  """One typed key per sample from one key (split) or [B] keys, typed or raw uint32."""
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)  # raw uint32 key data, [2] or [B, 2]
+  if key.ndim == 0:
+    return jax.random.split(key, batch_size)
+  if key.shape != (batch_size,):
+    raise ValueError(f"expected one key or {batch_size} keys, got key shape {key.shape}")
+  return key
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+  x = jnp.asarray(x)
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    return x.astype(jnp.float32) / 255.0
+  return x.astype(jnp.float32)
+
+
+def _pravg_lengths(keys, cfg, num_frames):
+  lengths = [int(n) for n in cfg.pravg_lengths]
+  if max(lengths) > num_frames or min(lengths) < 1:
+    raise ValueError(f"config.blur.pravg_lengths {tuple(lengths)} need clips of at least "
+                     f"{max(lengths)} frames; got T={num_frames}")
+  table = jnp.asarray(lengths, jnp.int32)
+  return table[jax.vmap(lambda k: jax.random.randint(k, (), 0, len(lengths)))(keys)]
+
+
+def _vla_bounds(cfg, num_frames):
+  l_min, l_max = (int(n) for n in cfg.vla_length)
+  if l_min % 2 != 1 or l_max % 2 != 1 or l_min > l_max:
+    raise ValueError(f"config.blur.vla_length must be odd (L_min, L_max), got {(l_min, l_max)}")
+  longest = num_frames - (1 - num_frames % 2)  # the longest odd window a clip holds
+  if l_min > longest:
+    raise ValueError(f"VLA needs clips of at least L_min={l_min} frames, got T={num_frames}")
+  return l_min, min(l_max, longest)
+
+
+def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
+  """Blurs a batch on the device. Returns (blurry, sharp, info), images [B, H, W, C] in [0, 1].
+
+  batch: sharp images [B, H, W, C] (float in [0, 1], or uint8), or a dict with "frames"
+    [B, T, H, W, C] of consecutive frames (the sharp image is the middle frame (T - 1) // 2) and
+    optionally "boxes" [B, T, 4] face boxes (x_min, y_min, x_max, y_max) or "landmarks"
+    [B, T, P, 2] (x, y), and "flow" [B, T - 1] motion in pixels between consecutive frames.
+  key: one key for the batch (split per sample) or [B] per-sample keys, typed or raw uint32.
+  cfg: `config.blur`.
+  info: "kernel" [B, K, K] (a delta for averaging samples), "protocol" [B] (index into
+    PROTOCOLS), "length" [B] frames averaged (1 for kernel samples).
+  """
+  clips = isinstance(batch, Mapping)
+  boxes = flow = frames = None
+  if clips:
+    frames = _as_float(batch["frames"])
+    if frames.ndim != 5:
+      raise ValueError(f"batch['frames'] must be [B, T, H, W, C], got {frames.shape}")
+    num_frames = frames.shape[1]
+    sharp = frames[:, averaging.middle(num_frames)]
+    boxes = batch.get("boxes")
+    if boxes is None and batch.get("landmarks") is not None:
+      boxes = boxes_from_landmarks(jnp.asarray(batch["landmarks"], jnp.float32))
+    flow = batch.get("flow")
+  else:
+    sharp = _as_float(batch)
+  b = sharp.shape[0]
+  keys = per_sample_keys(key, b)
+  probs = mixture(cfg, clips)
+  sub = jax.vmap(lambda k: jax.random.split(k, 4))(keys)
+  proto = draw_protocol(sub[:, 0], probs)
+  kind = cfg.get("camera_response", "gamma")
+  gamma = float(cfg.get("camera_gamma", 2.2))
+  size = kernel_support(cfg)
+
+  if probs[:3].sum() > 0:
+    ker = kernels_for(sub[:, 1], proto, cfg)
+    linear = cfg.get("kernels_in_linear_light", False)
+    src = inverse_response(sharp, kind, gamma) if linear else sharp
+    blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.get("fft_min_kernel_size",
+                                                                FFT_MIN_KERNEL_SIZE)),
+                      border=cfg.get("border", "reflect"))
+    if linear:
+      blurry = response(blurry, kind, gamma)
+  else:
+    ker = jnp.zeros((b, size, size), jnp.float32).at[:, size // 2, size // 2].set(1.0)
+    blurry = sharp
+  length = jnp.ones((b,), jnp.int32)
+
+  if probs[3:].sum() > 0:
+    k_pravg, k_vla = jax.vmap(jax.random.split, out_axes=1)(sub[:, 2])
+    length_avg = jnp.ones((b,), jnp.int32)
+    if probs[3] > 0:
+      length_avg = jnp.where(proto == 3, _pravg_lengths(k_pravg, cfg, num_frames), length_avg)
+    if probs[4] > 0:
+      l_min, l_max = _vla_bounds(cfg, num_frames)
+      motion = flow
+      if motion is None and cfg.get("vla_motion", "phase_correlation") == "phase_correlation":
+        motion = motion_magnitudes(frames, boxes)
+      elif motion is None and cfg.get("vla_motion") != "none":
+        raise ValueError(f"config.blur.vla_motion must be 'phase_correlation' or 'none', got "
+                         f"{cfg.vla_motion!r}")
+      stops = vla_stops(frames, boxes=boxes, motion=motion, min_iou=float(cfg.vla_min_iou),
+                        min_psnr=float(cfg.vla_min_psnr), max_motion=float(cfg.vla_max_motion),
+                        max_step=float(cfg.vla_max_step), kind=kind, gamma=gamma)
+      length_avg = jnp.where(proto == 4, vla_lengths(stops["any"], l_min, l_max), length_avg)
+    del k_vla  # VLA is deterministic given the clip; the key is reserved for future use
+    averaged = average_frames(frames, window_weights(length_avg, num_frames), kind, gamma)
+    is_avg = proto >= 3
+    blurry = jnp.where(is_avg[:, None, None, None], averaged, blurry)
+    length = jnp.where(is_avg, length_avg, length)
+
+  if cfg.get("noise", "none") != "none":
+    if cfg.get("noise_in_linear_light", True):
+      blurry = response(add_noise(sub[:, 3], inverse_response(blurry, kind, gamma), cfg), kind,
+                        gamma)
+    else:
+      blurry = add_noise(sub[:, 3], blurry, cfg)
+  blurry = jnp.clip(blurry, 0.0, 1.0)
+  return blurry, sharp, {"kernel": ker, "protocol": proto, "length": length}
