@@ -6,8 +6,8 @@ Coordinates: pixel centres at integer positions, (x, y), 0-based. `.pts` files (
 to crop coordinates: `crop = warpAffine(image, M)` and `points_crop = transform_points(points, M)`,
 so a landmark lands on the same face point in the crop (exactly, up to interpolation).
 """
-import functools
 import os
+import threading
 
 import cv2
 import numpy as np
@@ -28,13 +28,19 @@ FLIP_68 = np.array(
 assert sorted(FLIP_68.tolist()) == list(range(68)) and (FLIP_68[FLIP_68] == np.arange(68)).all()
 
 
-@functools.cache
+_local = threading.local()
+
+
 def _cascade(name: str) -> cv2.CascadeClassifier:
-  path = os.path.join(cv2.data.haarcascades, name)
-  c = cv2.CascadeClassifier(path)
-  if c.empty():
-    raise RuntimeError(f"could not load OpenCV cascade {path}")
-  return c
+  """One classifier per thread: a CascadeClassifier shared by threads gives wrong detections."""
+  cache = _local.__dict__.setdefault("cascades", {})
+  if name not in cache:
+    path = os.path.join(cv2.data.haarcascades, name)
+    c = cv2.CascadeClassifier(path)
+    if c.empty():
+      raise RuntimeError(f"could not load OpenCV cascade {path}")
+    cache[name] = c
+  return cache[name]
 
 
 def to_gray_u8(image: np.ndarray) -> np.ndarray:

@@ -9,10 +9,13 @@ depend on the order of files. When the hash puts no group into test (tiny datase
 are at least two groups, the group with the smallest hash is moved to test (and symmetrically
 for train), so both splits exist.
 """
+import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import os
+import threading
 from collections import Counter
 
 import cv2
@@ -73,6 +76,37 @@ def assign_splits(groups, test_fraction: float, salt: str = "") -> dict[str, str
     if "train" not in out.values():
       out[max(groups, key=h.get)] = "train"
   return out
+
+
+def split_items(items, group, cfg: "FaceConfig", report: "BuildReport", what: str) -> dict:
+  """{split: [items]} over the groups that kept at least one item; a split without groups is
+  left out (TFDS cannot write an empty split), with a note in the report."""
+  split_of = assign_splits([group(i) for i in items], cfg.test_fraction, cfg.split_salt)
+  by_split = {"train": [], "test": []}
+  for item in items:
+    by_split[split_of[group(item)]].append(item)
+  report.groups = {s: len({group(i) for i in its}) for s, its in by_split.items()}
+  for s in [s for s, its in by_split.items() if not its]:
+    report.note(f"no {what} in the {s} split (too few {what}, or test_fraction)")
+    del by_split[s]
+  return by_split
+
+
+def ordered_map(fn, items, threads: int = 0, window: int = 64):
+  """map(fn, items) in order on a thread pool with at most `window` results pending (OpenCV
+  releases the GIL in decoding, detection and warping, so threads run in parallel)."""
+  threads = threads or min(8, os.cpu_count() or 1)
+  if threads <= 1:
+    yield from map(fn, items)
+    return
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    pending = collections.deque()
+    for item in items:
+      pending.append(pool.submit(fn, item))
+      if len(pending) >= window:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -186,15 +220,19 @@ class BuildReport:
     self.notes: Counter = Counter()
     self.examples: Counter = Counter()
     self.groups: dict[str, int] = {}
+    self._lock = threading.Lock()  # builders plan files on a thread pool
 
   def skip(self, path: str, reason: str, split: str = "") -> None:
-    self.skipped.append({"path": path, "reason": reason, "split": split})
+    with self._lock:
+      self.skipped.append({"path": path, "reason": reason, "split": split})
     logging.info("%s: skipped %s (%s)", self.name, path, reason)
 
   def note(self, what: str, n: int = 1) -> None:
-    self.notes[what] += n
+    with self._lock:
+      self.notes[what] += n
 
   def as_dict(self) -> dict:
+    self.skipped.sort(key=lambda s: s["path"])
     return {"dataset": self.name, "examples": dict(self.examples), "groups": self.groups,
             "skipped_counts": dict(Counter(s["reason"] for s in self.skipped)),
             "notes": dict(self.notes), "skipped": self.skipped}

@@ -42,58 +42,71 @@ class FaceImages(tfds.core.GeneratorBasedBuilder):
     self._report = common.BuildReport(self.name)
     files = []
     for dirpath, names in common.walk(root, self._report):
-      images = [n for n in names if n.lower().endswith(common.IMAGE_EXTS)]
       for n in names:
-        if not n.lower().endswith(common.IMAGE_EXTS + common.SIDECAR_EXTS):
+        if n.lower().endswith(common.IMAGE_EXTS):
+          files.append(os.path.relpath(os.path.join(dirpath, n), root))
+        elif not n.lower().endswith(common.SIDECAR_EXTS):
           self._report.note("files of other types ignored")
-      files += [os.path.relpath(os.path.join(dirpath, n), root) for n in images]
     if not files:
       raise ValueError(f"face_images: no images ({' '.join(common.IMAGE_EXTS)}) under {root}")
-    split_of = common.assign_splits([common.group_of(f) for f in files],
-                                    self.builder_config.test_fraction,
-                                    self.builder_config.split_salt)
-    by_split = {"train": [], "test": []}
-    for f in files:
-      by_split[split_of[common.group_of(f)]].append(f)
-    self._report.groups = {s: len({common.group_of(f) for f in fs}) for s, fs in by_split.items()}
-    return {split: self._generate_examples(root, fs, split) for split, fs in by_split.items()}
+    # Pass 1 (threads): read, locate the face; failures are skipped before the split is drawn,
+    # so that every split holds at least one usable identity.
+    plans = common.ordered_map(lambda rel: (rel, self._plan(root, rel)), files)
+    located = [(rel, plan) for rel, plan in tqdm.tqdm(
+        plans, total=len(files), desc=f"{self.name}: locating faces", unit="image",
+        mininterval=1.0) if plan is not None]
+    if not located:
+      self._report.write(os.fspath(self.data_dir))
+      raise ValueError(f"face_images: no usable face under {root}:\n{self._report.text()}")
+    by_split = common.split_items(located, lambda item: common.group_of(item[0]),
+                                  self.builder_config, self._report, "identities")
+    return {split: self._generate_examples(root, items, split)
+            for split, items in by_split.items()}
 
-  def _generate_examples(self, root, files, split):
-    n = 0
-    for rel in tqdm.tqdm(files, desc=f"{self.name} {split}", unit="image", mininterval=1.0):
-      example = self._example(root, rel, split)
-      if example is not None:
-        n += 1
-        yield rel, example
-    self._report.examples[split] = n
-    self._report.write(self.data_dir)
-
-  def _example(self, root, rel, split):
-    cfg = self.builder_config
+  def _plan(self, root, rel):
+    """(landmarks or None, box or None) of the face in one image, or None (skipped)."""
     image = common.read_image(os.path.join(root, rel))
     if image is None:
-      self._report.skip(rel, "unreadable image", split)
+      self._report.skip(rel, "unreadable image")
       return None
-    points, box = None, None
     pts_path = os.path.splitext(os.path.join(root, rel))[0] + ".pts"
     if os.path.exists(pts_path):
       try:
         points = faces_crop.read_pts(pts_path)
       except (ValueError, OSError) as e:
-        self._report.skip(rel, f"unreadable landmarks file ({e.__class__.__name__})", split)
+        self._report.skip(rel, f"unreadable landmarks file ({e.__class__.__name__})")
         return None
       if len(points) != common.NUM_LANDMARKS:
         self._report.note(f"landmarks with other than {common.NUM_LANDMARKS} points "
                           "(used for the crop, not stored)")
-    else:
-      boxes = faces_crop.detect_faces_scaled(image, min_size=cfg.min_face)
-      if not boxes:
-        self._report.skip(rel, "no face detected", split)
-        return None
-      if len(boxes) > 1:
-        self._report.note("images with several faces (largest kept)")
-      box = boxes[0]
-    alignment = common.align(points, box, cfg.margin)
-    example = common.crop_example(image, alignment, points, box, cfg)
+      return points, None
+    boxes = faces_crop.detect_faces_scaled(image, min_size=self.builder_config.min_face)
+    if not boxes:
+      self._report.skip(rel, "no face detected")
+      return None
+    if len(boxes) > 1:
+      self._report.note("images with several faces (largest kept)")
+    return None, boxes[0]
+
+  def _generate_examples(self, root, items, split):
+    n = 0
+    examples = common.ordered_map(lambda item: (item[0], self._example(root, *item)), items)
+    for rel, example in tqdm.tqdm(examples, total=len(items), desc=f"{self.name} {split}",
+                                  unit="image", mininterval=1.0):
+      if example is None:
+        self._report.skip(rel, "unreadable image (on the second read)", split)
+        continue
+      n += 1
+      yield rel, example
+    self._report.examples[split] = n
+    self._report.write(self.data_dir)
+
+  def _example(self, root, rel, plan):
+    cfg = self.builder_config
+    image = common.read_image(os.path.join(root, rel))
+    if image is None:
+      return None
+    points, box = plan
+    example = common.crop_example(image, common.align(points, box, cfg.margin), points, box, cfg)
     example.update(source=rel.replace(os.sep, "/"), identity=common.group_of(rel))
     return example

@@ -86,14 +86,21 @@ class FaceVideos(tfds.core.GeneratorBasedBuilder):
         items.append(("frames", os.path.relpath(dirpath, root), frames))
     if not items:
       raise ValueError(f"face_videos: no videos or frame folders under {root}")
-    split_of = common.assign_splits([common.group_of(i[1]) for i in items],
-                                    self.builder_config.test_fraction,
-                                    self.builder_config.split_salt)
-    by_split = {"train": [], "test": []}
-    for item in items:
-      by_split[split_of[common.group_of(item[1])]].append(item)
-    self._report.groups = {s: len({common.group_of(i[1]) for i in its})
-                           for s, its in by_split.items()}
+    # Pass 1 (threads, one video each): per-frame alignment. Videos without a usable face are
+    # skipped before the split is drawn, so that every split holds at least one video.
+    planned = []
+    for item, (plan, reason) in tqdm.tqdm(
+        common.ordered_map(lambda it: (it, self._plan(root, it)), items, window=16),
+        total=len(items), desc=f"{self.name}: locating faces", unit="video", mininterval=1.0):
+      if plan is None:
+        self._report.skip(item[1].replace(os.sep, "/"), reason)
+      else:
+        planned.append((item, plan))
+    if not planned:
+      self._report.write(os.fspath(self.data_dir))
+      raise ValueError(f"face_videos: no usable video under {root}:\n{self._report.text()}")
+    by_split = common.split_items(planned, lambda p: common.group_of(p[0][1]),
+                                  self.builder_config, self._report, "videos")
     return {split: self._generate_examples(root, its, split) for split, its in by_split.items()}
 
   # --- reading ----------------------------------------------------------------------------------
@@ -218,14 +225,12 @@ class FaceVideos(tfds.core.GeneratorBasedBuilder):
       for i, a in zip(indices, traj):
         plan[i][2] = tuple(float(v) for v in a)
 
-  def _generate_examples(self, root, items, split):
+  def _generate_examples(self, root, planned, split):
+    """Pass 2: crops in frame order; records the runs of consecutive frames (segments)."""
     segments, record = [], 0
-    for item in tqdm.tqdm(items, desc=f"{self.name} {split}", unit="video", mininterval=1.0):
+    for item, plan in tqdm.tqdm(planned, desc=f"{self.name} {split}", unit="video",
+                                mininterval=1.0):
       rel = item[1].replace(os.sep, "/")
-      plan, reason = self._plan(root, item)
-      if plan is None:
-        self._report.skip(rel, reason, split)
-        continue
       last_index, last_segment = None, None
       for index, frame, _ in self._frames(root, item):
         if index not in plan or frame is None:
