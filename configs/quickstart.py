@@ -18,6 +18,7 @@ def get_config(variant: str = ""):
   c.train.schedule = "cosine"
   c.train.log_every = 50
   c.train.checkpoint_every = 400
+  c.eval.every = 400
   if variant == "tiny":
     c.dataset.image_size = 32
     c.blur.kernel_size = 7
@@ -28,6 +29,7 @@ def get_config(variant: str = ""):
     c.train.num_steps = 4
     c.train.log_every = 2
     c.train.checkpoint_every = 2
+    c.eval.every = 2
     c.eval.batch_size = 8
   elif variant:
     raise ValueError(f"unknown variant {variant!r} of quickstart (known: tiny)")

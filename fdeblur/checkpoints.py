@@ -6,20 +6,25 @@ from etils import epath
 
 class Checkpointer:
 
-  def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
+  def __init__(self, directory, *, keep: int = 3, async_save: bool = True,
+               best: str | None = None):
+    """best: keep the `keep` checkpoints with the highest value of this metric instead of the
+    latest ones (save() must then be given `metrics`)."""
     self.directory = epath.Path(directory)
     if not str(directory).startswith("gs://"):
       self.directory = self.directory.absolute()  # orbax wants absolute local paths
+    best_fn = (lambda m: m[best]) if best else None
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        max_to_keep=keep, create=True, enable_async_checkpointing=async_save, best_fn=best_fn,
+        best_mode="max")
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, *, force: bool = False) -> bool:
+  def save(self, step: int, state, *, force: bool = False, metrics=None) -> bool:
     return self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                             force=force)
+                             force=force, metrics=metrics)
 
   def restore(self, target, step: int | None = None):
     """Restores into the structure, dtypes and shardings of `target` (arrays or

@@ -8,6 +8,7 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.mesh_shape = ()  # () = 1-D `data` mesh over all devices; (replicas, data) for a 2-D mesh
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "embedded_faces"  # a TFDS builder registered by input_pipeline.datasets
@@ -79,6 +80,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.b1 = 0.5
   c.train.b2 = 0.999
   c.train.loss = "l1"
+  c.train.optimizer = "adam"
+  c.train.schedule = "constant"
+  c.train.ema_decay = 0.0  # > 0 keeps an EMA of the generator, used for evaluation
   c.train.log_every = 50
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
@@ -86,5 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16
   c.eval.blur_seed = 1234  # fixed blur for evaluation: numbers are comparable across runs
+  c.eval.every = 0  # validation (PSNR/SSIM, image grid, best checkpoint) every N steps; 0 = off
+  c.eval.num_validation = 32  # test-split images used for validation
   c.eval.num_sample_rows = 6
   return c

@@ -14,7 +14,7 @@ from absl import logging
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fdeblur import degrade, metrics, parallel, train  # noqa: E402
+from fdeblur import degrade, metrics, networks  # noqa: E402
 from input_pipeline import pipeline  # noqa: E402
 
 
@@ -27,19 +27,29 @@ def blur_test_set(config, sharp_u8: np.ndarray) -> np.ndarray:
   return np.asarray(blurry)
 
 
-def deblur_batches(config, nets: train.Networks, state, images: np.ndarray) -> np.ndarray:
-  """Runs the eval-mode generator over images in fixed-size batches (last one padded, so
-  one compilation serves every batch)."""
-  params = jax.device_get(state.params)
+def deblur_batches(config, nets: networks.Networks, state, images: np.ndarray) -> np.ndarray:
+  """Runs the eval-mode generator (EMA weights when training keeps them) over images in
+  fixed-size batches (the last one padded, so one compilation serves every batch)."""
+  params = jax.device_get(networks.inference_params(state))
   model_state = jax.device_get(state.model_state)
-  apply = jax.jit(lambda p, s, x: nets.apply(p, s, x, train=False)[0])
   bs = config.eval.batch_size
   outs = []
   for i in range(0, len(images), bs):
     chunk = images[i:i + bs]
     padded = np.concatenate([chunk, np.repeat(chunk[-1:], bs - len(chunk), axis=0)])
-    outs.append(np.asarray(apply(params, model_state, padded))[:len(chunk)])
+    outs.append(np.asarray(nets.apply_eval(params, model_state, padded))[:len(chunk)])
   return np.concatenate(outs)
+
+
+def score(config, nets, state, sharp_u8: np.ndarray):
+  """(blurry, deblurred, per-image metrics) of the fixed-seed blur of `sharp_u8`."""
+  sharp = sharp_u8.astype(np.float32) / 255.0
+  blurry = blur_test_set(config, sharp_u8)
+  deblurred = deblur_batches(config, nets, state, blurry)
+  psnr_in, ssim_in = _per_image(blurry, sharp)
+  psnr_out, ssim_out = _per_image(deblurred, sharp)
+  return blurry, deblurred, {"psnr_blurred": psnr_in, "ssim_blurred": ssim_in,
+                             "psnr_deblurred": psnr_out, "ssim_deblurred": ssim_out}
 
 
 def _per_image(pred, target):
@@ -49,20 +59,15 @@ def _per_image(pred, target):
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, state=None) -> dict:
   """Evaluates `state` (or the workdir's latest checkpoint) and writes the report."""
-  nets = train.Networks(config)
+  nets = networks.Networks(config)
   if state is None:
-    mesh = parallel.make_mesh()
-    state, ckpt = train.restore_or_init(config, workdir, nets, train.make_optimizer(config.train),
-                                        mesh)
-    ckpt.close()
-    if int(state.step) == 0:
-      raise FileNotFoundError(f"no checkpoint to evaluate in {workdir}/checkpoints")
+    from fdeblur import train  # pylint: disable=import-outside-toplevel  (train uses this module)
+    state = train.restore_for_evaluation(config, workdir, nets)
   data = pipeline.eval_examples(config.dataset)
   sharp = data["image"].astype(np.float32) / 255.0
-  blurry = blur_test_set(config, data["image"])
-  deblurred = deblur_batches(config, nets, state, blurry)
-  psnr_in, ssim_in = _per_image(blurry, sharp)
-  psnr_out, ssim_out = _per_image(deblurred, sharp)
+  blurry, deblurred, m = score(config, nets, state, data["image"])
+  psnr_in, ssim_in = m["psnr_blurred"], m["ssim_blurred"]
+  psnr_out, ssim_out = m["psnr_deblurred"], m["ssim_deblurred"]
   results = {
       "step": int(state.step),
       "num_images": len(sharp),

@@ -16,6 +16,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
                           "train: train then evaluate; evaluate: latest checkpoint only.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "host:port of process 0 for a multi-process run (jax.distributed)."
+    " Empty with --multihost: detect the cluster (Cloud TPU, SLURM, GKE).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (implied "
+                               "by --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -33,7 +40,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   # Imported here so that --help and flag errors do not pay for importing JAX.
   import jax
-  from fdeblur import evaluate, train
+  from fdeblur import evaluate, parallel, train
+
+  if _MULTIHOST.value or _COORDINATOR.value:
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
   config = _CONFIG.value
   workdir = _WORKDIR.value

@@ -1,4 +1,6 @@
-"""Training: state, the jit-compiled data-parallel step, and the loop with checkpoints and logging."""
+"""Training: state, the jit-compiled data-parallel step, and the loop with checkpoints, logging,
+validation and preemption handling."""
+import json
 import os
 import signal
 from typing import Any
@@ -10,10 +12,11 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from flax import nnx
 
-from fdeblur import checkpoints, degrade, losses, metrics, models, parallel, writers
+from fdeblur import checkpoints, degrade, evaluate, losses, metrics, networks, parallel, writers
 from input_pipeline import pipeline
+
+Networks = networks.Networks
 
 
 @flax.struct.dataclass
@@ -22,31 +25,14 @@ class TrainState:
   params: dict  # nnx.Param values as a pure dict
   model_state: dict  # other variables (batch statistics), pure dict
   opt_state: Any
+  ema_params: dict  # exponential moving average of params ({} when disabled)
   rng: jax.Array  # raw uint32 key: blur and dropout keys are folded from it with the step
 
 
-class Networks:
-  """The generator's graph (train and eval mode) and its initial variables."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    model = models.create(config.model, nnx.Rngs(config.seed))
-    model.train()
-    self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
-    model.eval()
-    self.eval_graph = nnx.graphdef(model)
-    self.params, self.model_state = params.to_pure_dict(), rest.to_pure_dict()
-
-  def apply(self, params, model_state, images, *, train: bool, dropout_key=None):
-    graph = self.train_graph if train else self.eval_graph
-    model = nnx.merge(graph, params, model_state)
-    rngs = nnx.Rngs(dropout=dropout_key) if dropout_key is not None else None
-    out = model(images, rngs=rngs)
-    return out, nnx.state(model, nnx.Not(nnx.Param)).to_pure_dict()
-
-
 def learning_rate_schedule(cfg: ml_collections.ConfigDict):
-  """cfg is `config.train`: constant, cosine, or step (multiplied by `decay_factor` every
-  `decay_steps`, as the 2017 paper halves it every 15k steps)."""
+  """cfg is `config.train`: constant, cosine, step (multiplied by `decay_factor` every
+  `decay_steps`, as the 2017 paper halves it every 15k steps) or linear_decay (constant, then
+  linearly to 0 from `decay_start`, as DeblurGAN)."""
   kind = cfg.get("schedule", "constant")
   if kind == "constant":
     return optax.constant_schedule(cfg.learning_rate)
@@ -55,23 +41,38 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict):
   if kind == "step":
     return optax.exponential_decay(cfg.learning_rate, cfg.decay_steps, cfg.decay_factor,
                                    staircase=True)
-  raise ValueError(f"config.train.schedule={kind!r} is not one of constant, cosine, step")
+  if kind == "linear_decay":
+    return optax.join_schedules([
+        optax.constant_schedule(cfg.learning_rate),
+        optax.linear_schedule(cfg.learning_rate, 0.0, cfg.num_steps - cfg.decay_start)],
+        [cfg.decay_start])
+  raise ValueError(f"config.train.schedule={kind!r} is not one of constant, cosine, step, "
+                   "linear_decay")
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  return optax.adam(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2)
+  """Adam (default) or SGD with momentum, as the config's paper trained."""
+  lr = learning_rate_schedule(cfg)
+  kind = cfg.get("optimizer", "adam")
+  if kind == "adam":
+    return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
+  if kind == "sgd":
+    return optax.sgd(lr, momentum=cfg.get("momentum", 0.0) or None)
+  raise ValueError(f"config.train.optimizer={kind!r} is not one of adam, sgd")
 
 
 def init_state(config, nets: Networks, tx) -> TrainState:
+  ema = nets.params if config.train.get("ema_decay", 0.0) > 0 else {}
   return TrainState(step=jnp.zeros((), jnp.int32), params=nets.params,
                     model_state=nets.model_state, opt_state=tx.init(nets.params),
-                    rng=jax.random.PRNGKey(config.seed))
+                    ema_params=jax.tree.map(jnp.copy, ema), rng=jax.random.PRNGKey(config.seed))
 
 
 def make_train_step(config, nets: Networks, tx, mesh):
   """(state, uint8 sharp images [B, H, W, 3]) -> (state, metrics). The blur is drawn on the
   device inside the step from (rng, step), so every step sees new kernels."""
   loss_fn_pixel = losses.pixel_loss(config.train.loss)
+  ema_decay = config.train.get("ema_decay", 0.0)
 
   def step_fn(state: TrainState, images):
     sharp = images.astype(jnp.float32) / 255.0
@@ -85,13 +86,16 @@ def make_train_step(config, nets: Networks, tx, mesh):
 
     (loss, (out, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params,
-                                                                              updates),
-                              model_state=model_state, opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay > 0:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                              opt_state=opt_state, ema_params=ema)
     out_metrics = {"loss": loss,
                    "psnr": jnp.mean(metrics.psnr(out, sharp)),
                    "psnr_blurry": jnp.mean(metrics.psnr(blurry, sharp)),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
     return new_state, out_metrics
 
   rep = parallel.replicated(mesh)
@@ -106,16 +110,30 @@ def state_from_checkpoint(target: TrainState, restored: dict) -> TrainState:
   return flax.serialization.from_state_dict(target, restored)
 
 
-def restore_or_init(config, workdir, nets, tx, mesh):
-  """Latest checkpoint in workdir placed on `mesh`, or a fresh state. Returns (state, ckpt)."""
-  state = jax.device_put(init_state(config, nets, tx), parallel.replicated(mesh))
-  ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
+def _checkpointer(config, workdir):
+  return checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"),
                                   keep=config.train.keep_checkpoints)
+
+
+def restore_or_init(config, workdir, nets, tx, mesh, ckpt=None):
+  """The latest checkpoint in workdir placed on `mesh` (any mesh shape), or a fresh state."""
+  state = jax.device_put(init_state(config, nets, tx), parallel.replicated(mesh))
+  ckpt = ckpt or _checkpointer(config, workdir)
   if ckpt.latest_step() is not None:
-    restored = ckpt.restore(state_to_checkpoint(state))
-    state = state_from_checkpoint(state, restored)
+    state = state_from_checkpoint(state, ckpt.restore(state_to_checkpoint(state)))
     logging.info("Resumed from %s at step %d", ckpt.directory, int(state.step))
-  return state, ckpt
+  return state
+
+
+def restore_for_evaluation(config, workdir, nets) -> TrainState:
+  ckpt = _checkpointer(config, workdir)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no checkpoint to evaluate in {ckpt.directory}")
+    mesh = parallel.make_mesh(config.get("mesh_shape", ()))
+    return restore_or_init(config, workdir, nets, make_optimizer(config.train), mesh, ckpt)
+  finally:
+    ckpt.close()
 
 
 class _Preemption:
@@ -134,13 +152,41 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
+class _Validation:
+  """Validation PSNR/SSIM on a fixed subset of the test split with the evaluation blur; keeps
+  the best checkpoint by PSNR in workdir/best/ and logs an image grid."""
+
+  def __init__(self, config, workdir, nets, writer):
+    self.config, self.nets, self.writer = config, nets, writer
+    n = config.eval.get("num_validation", 32)
+    self.images = pipeline.eval_examples(config.dataset)["image"][:n]
+    self.best = checkpoints.Checkpointer(os.path.join(workdir, "best"), keep=1, best="psnr")
+
+  def __call__(self, step, state):
+    blurry, deblurred, m = evaluate.score(self.config, self.nets, state, self.images)
+    values = {k: float(np.mean(v)) for k, v in m.items()}
+    logging.info("validation at step %d: PSNR %.2f dB (blurred %.2f), SSIM %.4f", step,
+                 values["psnr_deblurred"], values["psnr_blurred"], values["ssim_deblurred"])
+    self.writer.scalars(step, {f"val/{k}": v for k, v in values.items()})
+    rows = min(4, len(blurry))
+    sharp = self.images[:rows].astype(np.float32) / 255.0
+    grid = np.concatenate([np.concatenate([blurry[i], deblurred[i], sharp[i]], axis=1)
+                           for i in range(rows)], axis=0)
+    self.writer.image(step, "val/blurry_output_sharp", grid)
+    self.best.save(step, state_to_checkpoint(state), metrics={"psnr": values["psnr_deblurred"]})
+    return values
+
+  def close(self):
+    self.best.close()
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh(config.get("mesh_shape", ()))
   nets = Networks(config)
   tx = make_optimizer(config.train)
-  state, ckpt = restore_or_init(config, workdir, nets, tx, mesh)
-  start = int(state.step)
-  total = config.train.num_steps
+  ckpt = _checkpointer(config, workdir)
+  state = restore_or_init(config, workdir, nets, tx, mesh, ckpt)
+  start, total = int(state.step), config.train.num_steps
   if start >= total:
     logging.info("Checkpoint at step %d: training already finished", start)
     ckpt.close()
@@ -154,30 +200,47 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   batches = pipeline.iterate(ds, start, config.dataset)
   is_chief = jax.process_index() == 0
   writer = writers.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
+  history = open(os.path.join(workdir, "train_log.jsonl"), "a") if is_chief else None
+  validate = _Validation(config, workdir, nets, writer) if config.eval.get("every", 0) else None
   rate = writers.Throughput(total, config.train.batch_size, start)
   preemption = _Preemption()
-  n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("Training %s (%d parameters) on %d devices, steps %d..%d", config.model.name,
-               n_params, mesh.size, start, total)
+  logging.info("Training %s (%d parameters) on a %s mesh of %d devices, steps %d..%d",
+               config.model.name, sum(x.size for x in jax.tree.leaves(state.params)),
+               dict(mesh.shape), mesh.size, start, total)
+  window = []  # metrics of the steps since the last log line, still on the device
   try:
     for step in range(start + 1, total + 1):
       batch = parallel.global_batch(next(batches), mesh)
       state, step_metrics = step_fn(state, batch["image"])
+      window.append(step_metrics)
       last = step == total
-      if step % config.train.log_every == 0 or last:
-        values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        if not np.isfinite(values["loss"]):
-          raise FloatingPointError(f"non-finite loss {values['loss']} at step {step}")
+      if step % config.train.log_every == 0 or last or preemption.requested:
+        fetched = jax.device_get(window)
+        for i, m in enumerate(fetched):  # name the exact step that went wrong
+          if not np.isfinite(m["loss"]):
+            raise FloatingPointError(
+                f"non-finite loss {float(m['loss'])} at step {step - len(fetched) + 1 + i}")
+        values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        window = []
         r = rate.update(step)
         writers.log_line(step, total, values, r)
         writer.scalars(step, {**{f"train/{k}": v for k, v in values.items()},
                               "train/images_per_sec": r["images_per_sec"]})
+        if history:
+          history.write(json.dumps({"step": step, **values}) + "\n")
+          history.flush()
+      if validate and (step % config.eval.every == 0 or last):
+        validate(step, state)
       if step % config.train.checkpoint_every == 0 or last or preemption.requested:
-        ckpt.save(step, state_to_checkpoint(state), force=preemption.requested)
+        ckpt.save(step, state_to_checkpoint(state), force=True)
       if preemption.requested:
         break
   finally:
     preemption.restore()
     ckpt.close()
+    if validate:
+      validate.close()
     writer.close()
+    if history:
+      history.close()
   return state

@@ -12,7 +12,7 @@ from input_pipeline import pipeline
 
 
 def _setup(cfg, devices, tx=None):
-  mesh = parallel.make_mesh(devices)
+  mesh = parallel.make_mesh(devices=devices)
   nets = train.Networks(cfg)
   tx = tx or train.make_optimizer(cfg.train)
   state = jax.device_put(train.init_state(cfg, nets, tx), parallel.replicated(mesh))
@@ -141,3 +141,63 @@ def test_evaluate_without_checkpoint_fails_clearly(tiny_config, tmp_path):
     assert "no checkpoint" in str(e) and str(tmp_path) in str(e)
   else:
     raise AssertionError("expected FileNotFoundError")
+
+
+def test_non_finite_loss_stops_naming_the_step(tiny_config, tmp_path, monkeypatch):
+  # Parameters become NaN in the update of step 3 (Adam's count 2), so the loss of step 4 is
+  # the first non-finite one; logging happens only at step 6.
+  monkeypatch.setattr(train, "learning_rate_schedule",
+                      lambda cfg: (lambda count: jnp.where(count >= 2, jnp.nan, 1e-3)))
+  tiny_config.train.num_steps = 6
+  tiny_config.train.log_every = 6
+  tiny_config.train.checkpoint_every = 100
+  tiny_config.eval.every = 0
+  try:
+    train.train(tiny_config, str(tmp_path))
+  except FloatingPointError as e:
+    assert "at step 4" in str(e)
+  else:
+    raise AssertionError("expected FloatingPointError")
+
+
+def test_validation_logs_and_keeps_the_best_checkpoint(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 4
+  tiny_config.eval.every = 2
+  tiny_config.eval.num_validation = 5
+  train.train(tiny_config, str(tmp_path))
+  best = os.listdir(tmp_path / "best")
+  assert len([d for d in best if d.isdigit()]) == 1  # only the best of steps 2 and 4 is kept
+  lines = [json.loads(l) for l in open(tmp_path / "train_log.jsonl")]
+  assert [l["step"] for l in lines] == [2, 4]
+  assert all(np.isfinite(l["loss"]) for l in lines)
+
+
+def test_ema_weights_are_used_for_evaluation(tiny_config, tmp_path):
+  tiny_config.train.ema_decay = 0.5
+  tiny_config.train.num_steps = 2
+  tiny_config.eval.every = 0
+  state = train.train(tiny_config, str(tmp_path))
+  leaf = lambda p: np.asarray(p["head"]["kernel"])
+  assert not np.allclose(leaf(state.ema_params), leaf(state.params))
+  from fdeblur import networks
+  assert networks.inference_params(state) is state.ema_params
+
+
+def test_checkpoint_from_8_devices_restores_on_a_2x4_mesh(tiny_config, tmp_path):
+  tiny_config.train.num_steps = 2
+  tiny_config.eval.every = 0
+  saved = train.train(tiny_config, str(tmp_path))
+  tiny_config.mesh_shape = (2, 4)
+  nets = train.Networks(tiny_config)
+  mesh = parallel.make_mesh((2, 4))
+  restored = train.restore_or_init(tiny_config, str(tmp_path), nets,
+                                   train.make_optimizer(tiny_config.train), mesh)
+  assert int(restored.step) == 2
+  kernel = restored.params["head"]["kernel"]
+  assert kernel.sharding.mesh.shape == {"replica": 2, "data": 4}
+  for a, b in zip(jax.tree.leaves(jax.device_get(saved)), jax.tree.leaves(jax.device_get(restored))):
+    np.testing.assert_array_equal(a, b)
+  # and it trains on: a batch split over both axes of the 2-D mesh
+  step = train.make_train_step(tiny_config, nets, train.make_optimizer(tiny_config.train), mesh)
+  restored, m = step(restored, _batch(tiny_config, mesh))
+  assert int(restored.step) == 3 and np.isfinite(float(m["loss"]))
