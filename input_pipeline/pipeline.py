@@ -59,9 +59,10 @@ def _builder_config(cls, cfg):
     if value is not None and value != getattr(base, field.name):
       overrides[field.name] = type(getattr(base, field.name))(value)
   name = common.config_name(cfg.image_size, overrides)
-  known = {c.name: c for c in cls.BUILDER_CONFIGS}
-  if name in known:
-    return known[name]
+  if name in {c.name for c in cls.BUILDER_CONFIGS}:
+    # By name: a builder made with a predefined config object cannot be unpickled in grain's
+    # worker processes (TFDS rejects the copy as "a custom config with the same name").
+    return name
   # Any size and option works: configs that are not predefined are made on the fly.
   return dataclasses.replace(base, name=name, image_size=cfg.image_size, **overrides)
 
@@ -340,7 +341,9 @@ class LoggedIterator:
 
 def iterate(ds: grain.MapDataset, start: int, cfg: ml_collections.ConfigDict):
   """Iterator over ds[start:], prefetched by `cfg.worker_count` processes (0 = threads)."""
-  it = ds[start:].to_iter_dataset(grain.ReadOptions(prefetch_buffer_size=cfg.prefetch))
+  # Threads beyond the prefetch buffer would idle (grain warns about it): match them.
+  it = ds[start:].to_iter_dataset(grain.ReadOptions(num_threads=max(1, min(16, cfg.prefetch)),
+                                                    prefetch_buffer_size=cfg.prefetch))
   if cfg.worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
   return LoggedIterator(iter(it), int(_get(cfg, "log_every", 200)), start)
