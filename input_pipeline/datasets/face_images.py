@@ -13,7 +13,6 @@ images without a detected face and empty folders are skipped and listed in build
 """
 import os
 
-import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
