@@ -37,6 +37,12 @@ class Checkpointer:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"]
 
+  def restore_raw(self, step: int | None = None) -> dict:
+    """The saved tree as host arrays, without a target (for reading parts of another run)."""
+    step = self.latest_step() if step is None else step
+    return self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
   def wait(self):
     self.manager.wait_until_finished()
 

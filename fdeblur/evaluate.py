@@ -59,10 +59,10 @@ def _per_image(pred, target):
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, state=None) -> dict:
   """Evaluates `state` (or the workdir's latest checkpoint) and writes the report."""
-  nets = networks.Networks(config)
+  nets = networks.Networks.generator(config)
   if state is None:
     from fdeblur import train  # pylint: disable=import-outside-toplevel  (train uses this module)
-    state = train.restore_for_evaluation(config, workdir, nets)
+    state = train.restore_for_evaluation(config, workdir)
   data = pipeline.eval_examples(config.dataset)
   sharp = data["image"].astype(np.float32) / 255.0
   blurry, deblurred, m = score(config, nets, state, data["image"])

@@ -28,7 +28,7 @@ PIXEL_LOSSES = {"l1": l1, "l2": l2, "huber": huber}
 
 def pixel_loss(name: str):
   if name not in PIXEL_LOSSES:
-    raise ValueError(f"config.train.loss={name!r} is not one of {sorted(PIXEL_LOSSES)}")
+    raise ValueError(f"config.loss.pixel={name!r} is not one of {sorted(PIXEL_LOSSES)}")
   return PIXEL_LOSSES[name]
 
 

@@ -1,4 +1,4 @@
-"""The generator of a config as a (graph, state) pair for jit-compiled functions (Flax NNX).
+"""Networks of a config as (graph, state) pairs for jit-compiled functions (Flax NNX).
 
 `nnx.split` once, then `nnx.merge` inside the compiled step: parameters and other variables
 (batch statistics) travel as pure dicts, which optax, orbax and shardings handle directly.
@@ -13,22 +13,33 @@ from fdeblur import models
 
 
 class Networks:
-  """The generator's graph in train and eval mode and its initial variables."""
+  """One module's graph in train and eval mode and its initial variables."""
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    model = models.create(config.model, nnx.Rngs(config.seed))
-    model.train()
-    self.train_graph, params, rest = nnx.split(model, nnx.Param, ...)
-    model.eval()
-    self.eval_graph = nnx.graphdef(model)
+  def __init__(self, module: nnx.Module):
+    module.train()
+    self.train_graph, params, rest = nnx.split(module, nnx.Param, ...)
+    module.eval()
+    self.eval_graph = nnx.graphdef(module)
     self.params, self.model_state = params.to_pure_dict(), rest.to_pure_dict()
 
-  def apply(self, params, model_state, images, *, train: bool, dropout_key=None):
-    """Returns (output, updated non-parameter variables)."""
-    graph = self.train_graph if train else self.eval_graph
-    model = nnx.merge(graph, params, model_state)
-    rngs = nnx.Rngs(dropout=dropout_key) if dropout_key is not None else None
-    out = model(images, rngs=rngs)
+  @classmethod
+  def generator(cls, config: ml_collections.ConfigDict) -> "Networks":
+    """The generator with every training-only stream (G_s of chrysos2019); calling it runs
+    the inference path."""
+    return cls(models.create_training(config.model, nnx.Rngs(config.seed)))
+
+  @classmethod
+  def discriminator(cls, config: ml_collections.ConfigDict) -> "Networks | None":
+    if not config.get("discriminator") or not config.discriminator.get("name"):
+      return None
+    return cls(models.create_discriminator(config.discriminator, nnx.Rngs(config.seed + 1)))
+
+  def apply(self, params, model_state, *inputs, train: bool, dropout_key=None, method=None):
+    """Runs the module (or its `method`); returns (output, updated non-parameter variables)."""
+    model = nnx.merge(self.train_graph if train else self.eval_graph, params, model_state)
+    fn = getattr(model, method) if method else model
+    kwargs = {"rngs": nnx.Rngs(dropout=dropout_key)} if dropout_key is not None else {}
+    out = fn(*inputs, **kwargs)
     return out, nnx.state(model, nnx.Not(nnx.Param)).to_pure_dict()
 
   @cached_property

@@ -13,10 +13,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from fdeblur import checkpoints, degrade, evaluate, losses, metrics, networks, parallel, writers
+from fdeblur import checkpoints, evaluate, networks, objectives, parallel, writers
 from input_pipeline import pipeline
-
-Networks = networks.Networks
 
 
 @flax.struct.dataclass
@@ -27,6 +25,9 @@ class TrainState:
   opt_state: Any
   ema_params: dict  # exponential moving average of params ({} when disabled)
   rng: jax.Array  # raw uint32 key: blur and dropout keys are folded from it with the step
+  d_params: dict  # discriminator ({} without one)
+  d_state: dict
+  d_opt_state: Any
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict):
@@ -50,56 +51,92 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict):
                    "linear_decay")
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam (default) or SGD with momentum, as the config's paper trained."""
+def make_optimizer(cfg: ml_collections.ConfigDict, frozen: tuple[str, ...] = ()):
+  """Adam (default) or SGD with momentum, as the config's paper trained. Parameters under a
+  path in `frozen` (the stage-1 hourglass of chrysos2019) are never updated."""
   lr = learning_rate_schedule(cfg)
   kind = cfg.get("optimizer", "adam")
   if kind == "adam":
-    return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
-  if kind == "sgd":
-    return optax.sgd(lr, momentum=cfg.get("momentum", 0.0) or None)
-  raise ValueError(f"config.train.optimizer={kind!r} is not one of adam, sgd")
+    tx = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
+  elif kind == "sgd":
+    tx = optax.sgd(lr, momentum=cfg.get("momentum", 0.0) or None)
+  else:
+    raise ValueError(f"config.train.optimizer={kind!r} is not one of adam, sgd")
+  if not frozen:
+    return tx
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if _path_str(path).startswith(frozen) else "train", params)
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
-def init_state(config, nets: Networks, tx) -> TrainState:
-  ema = nets.params if config.train.get("ema_decay", 0.0) > 0 else {}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=nets.params,
-                    model_state=nets.model_state, opt_state=tx.init(nets.params),
-                    ema_params=jax.tree.map(jnp.copy, ema), rng=jax.random.PRNGKey(config.seed))
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", k)) for k in path)
 
 
-def make_train_step(config, nets: Networks, tx, mesh):
-  """(state, uint8 sharp images [B, H, W, 3]) -> (state, metrics). The blur is drawn on the
-  device inside the step from (rng, step), so every step sees new kernels."""
-  loss_fn_pixel = losses.pixel_loss(config.train.loss)
-  ema_decay = config.train.get("ema_decay", 0.0)
+def frozen_paths(config) -> tuple[str, ...]:
+  if config.model.name == "chrysos2019" and config.model.get("freeze_hourglass", True):
+    return ("generator/hourglass",)
+  return ()
 
-  def step_fn(state: TrainState, images):
-    sharp = images.astype(jnp.float32) / 255.0
-    k_blur, k_drop = jax.random.split(jax.random.fold_in(state.rng, state.step))
-    blurry, sharp, _ = degrade.degrade(k_blur, sharp, config.blur)
 
-    def loss_fn(params):
-      out, model_state = nets.apply(params, state.model_state, blurry, train=True,
-                                    dropout_key=k_drop)
-      return loss_fn_pixel(out, sharp), (out, model_state)
+class Setup:
+  """Everything a config trains: networks, optimisers, the compiled step, the VGG weights."""
 
-    (loss, (out, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema_params
-    if ema_decay > 0:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state=opt_state, ema_params=ema)
-    out_metrics = {"loss": loss,
-                   "psnr": jnp.mean(metrics.psnr(out, sharp)),
-                   "psnr_blurry": jnp.mean(metrics.psnr(blurry, sharp)),
-                   "grad_norm": optax.tree.norm(grads)}
-    return new_state, out_metrics
+  def __init__(self, config, mesh, g_tx=None):
+    self.config, self.mesh = config, mesh
+    self.g = networks.Networks.generator(config)
+    self.d = networks.Networks.discriminator(config)
+    self.g_tx = g_tx or make_optimizer(config.train, frozen_paths(config))
+    self.d_tx = make_optimizer(config.train) if self.d else None
+    self.vgg = objectives.perceptual_params(config)
+    if self.vgg is not None:
+      self.vgg = jax.device_put(self.vgg, parallel.replicated(mesh))
+    self._step = objectives.make_step(config, self.g, self.d, self.g_tx, self.d_tx, mesh)
 
-  rep = parallel.replicated(mesh)
-  return jax.jit(step_fn, donate_argnums=0, out_shardings=(rep, rep))
+  def step(self, state, batch):
+    """One training step on a global batch dict ({"image": ...} or a clip batch)."""
+    return self._step(state, batch, self.vgg)
+
+  def init_state(self) -> TrainState:
+    g, d = self.g, self.d
+    params, model_state = g.params, g.model_state
+    if self.config.model.get("hourglass_checkpoint"):
+      params, model_state = load_stage1(self.config, params, model_state)
+    ema = params if self.config.train.get("ema_decay", 0.0) > 0 else {}
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+        opt_state=self.g_tx.init(params), ema_params=jax.tree.map(jnp.copy, ema),
+        rng=jax.random.PRNGKey(self.config.seed), d_params=d.params if d else {},
+        d_state=d.model_state if d else {}, d_opt_state=self.d_tx.init(d.params) if d else {})
+
+
+def load_stage1(config, params: dict, model_state: dict) -> tuple[dict, dict]:
+  """chrysos2019: the stage-1 hourglass (weights and batch statistics) from the workdir named by
+  config.model.hourglass_checkpoint (a run of configs/hourglass.py), kept frozen."""
+  path = config.model.hourglass_checkpoint
+  ckpt = checkpoints.Checkpointer(os.path.join(path, "checkpoints"), keep=1)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"config.model.hourglass_checkpoint={path!r}: no checkpoint in "
+                              f"{ckpt.directory} (train configs/hourglass.py there first)")
+    saved = ckpt.restore_raw()
+  finally:
+    ckpt.close()
+
+  def graft(tree, loaded):
+    target = tree["generator"]["hourglass"]
+    loaded = jax.tree.map(jnp.asarray, loaded)
+    if jax.tree.structure(loaded) != jax.tree.structure(target) or any(
+        a.shape != b.shape for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(target))):
+      raise ValueError(f"{path}: the hourglass there does not match config.model "
+                       "(hg_stacks, hg_features, hg_modules must equal the stage-1 run's)")
+    return {**tree, "generator": {**tree["generator"], "hourglass": loaded}}
+
+  logging.info("Loaded the frozen stage-1 hourglass from %s", path)
+  return graft(params, saved["params"]), graft(model_state, saved["model_state"])
 
 
 def state_to_checkpoint(state: TrainState) -> dict:
@@ -115,9 +152,10 @@ def _checkpointer(config, workdir):
                                   keep=config.train.keep_checkpoints)
 
 
-def restore_or_init(config, workdir, nets, tx, mesh, ckpt=None):
-  """The latest checkpoint in workdir placed on `mesh` (any mesh shape), or a fresh state."""
-  state = jax.device_put(init_state(config, nets, tx), parallel.replicated(mesh))
+def restore_or_init(config, workdir, setup: "Setup", ckpt=None):
+  """The latest checkpoint in workdir placed on `setup.mesh` (any mesh shape), or a fresh
+  state."""
+  state = jax.device_put(setup.init_state(), parallel.replicated(setup.mesh))
   ckpt = ckpt or _checkpointer(config, workdir)
   if ckpt.latest_step() is not None:
     state = state_from_checkpoint(state, ckpt.restore(state_to_checkpoint(state)))
@@ -125,13 +163,13 @@ def restore_or_init(config, workdir, nets, tx, mesh, ckpt=None):
   return state
 
 
-def restore_for_evaluation(config, workdir, nets) -> TrainState:
+def restore_for_evaluation(config, workdir) -> TrainState:
   ckpt = _checkpointer(config, workdir)
   try:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"no checkpoint to evaluate in {ckpt.directory}")
     mesh = parallel.make_mesh(config.get("mesh_shape", ()))
-    return restore_or_init(config, workdir, nets, make_optimizer(config.train), mesh, ckpt)
+    return restore_or_init(config, workdir, Setup(config, mesh), ckpt)
   finally:
     ckpt.close()
 
@@ -182,17 +220,15 @@ class _Validation:
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   mesh = parallel.make_mesh(config.get("mesh_shape", ()))
-  nets = Networks(config)
-  tx = make_optimizer(config.train)
+  setup = Setup(config, mesh)
   ckpt = _checkpointer(config, workdir)
-  state = restore_or_init(config, workdir, nets, tx, mesh, ckpt)
+  state = restore_or_init(config, workdir, setup, ckpt)
   start, total = int(state.step), config.train.num_steps
   if start >= total:
     logging.info("Checkpoint at step %d: training already finished", start)
     ckpt.close()
     return state
 
-  step_fn = make_train_step(config, nets, tx, mesh)
   ds = pipeline.train_dataset(
       config.dataset, seed=config.seed,
       local_batch_size=parallel.local_batch_size(config.train.batch_size, mesh),
@@ -201,7 +237,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   is_chief = jax.process_index() == 0
   writer = writers.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
   history = open(os.path.join(workdir, "train_log.jsonl"), "a") if is_chief else None
-  validate = _Validation(config, workdir, nets, writer) if config.eval.get("every", 0) else None
+  validate = _Validation(config, workdir, setup.g, writer) if config.eval.get("every", 0) else None
+  if is_chief:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
   rate = writers.Throughput(total, config.train.batch_size, start)
   preemption = _Preemption()
   logging.info("Training %s (%d parameters) on a %s mesh of %d devices, steps %d..%d",
@@ -211,7 +251,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   try:
     for step in range(start + 1, total + 1):
       batch = parallel.global_batch(next(batches), mesh)
-      state, step_metrics = step_fn(state, batch["image"])
+      state, step_metrics = setup.step(state, batch)
       window.append(step_metrics)
       last = step == total
       if step % config.train.log_every == 0 or last or preemption.requested:

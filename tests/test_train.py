@@ -7,21 +7,20 @@ import numpy as np
 import optax
 from scipy import ndimage
 
-from fdeblur import evaluate, parallel, train
+from fdeblur import evaluate, networks, parallel, train
 from input_pipeline import pipeline
 
 
 def _setup(cfg, devices, tx=None):
   mesh = parallel.make_mesh(devices=devices)
-  nets = train.Networks(cfg)
-  tx = tx or train.make_optimizer(cfg.train)
-  state = jax.device_put(train.init_state(cfg, nets, tx), parallel.replicated(mesh))
-  return mesh, nets, tx, state, train.make_train_step(cfg, nets, tx, mesh)
+  setup = train.Setup(cfg, mesh, g_tx=tx)
+  state = jax.device_put(setup.init_state(), parallel.replicated(mesh))
+  return mesh, setup.g, setup.g_tx, state, setup.step
 
 
 def _batch(cfg, mesh):
   ds = pipeline.train_dataset(cfg.dataset, seed=0, local_batch_size=cfg.train.batch_size)
-  return parallel.global_batch(ds[0], mesh)["image"]
+  return parallel.global_batch(ds[0], mesh)
 
 
 def test_one_step_on_a_fixed_batch_lowers_the_loss(tiny_config):
@@ -71,7 +70,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path
   assert sorted(os.listdir(tmp_path / "split" / "checkpoints")) == ["2", "4"]
   # Same function after the same 4 steps (see the sharded test on why raw params are not
   # compared), and the same optimiser step count.
-  nets = train.Networks(tiny_config)
+  nets = networks.Networks.generator(tiny_config)
   probe = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
   outs = [nets.apply(jax.device_get(s.params), jax.device_get(s.model_state), probe,
                      train=False)[0] for s in (straight, resumed)]
@@ -117,7 +116,7 @@ def test_evaluate_writes_report_matching_numpy(tiny_config, tmp_path):
   # Recompute image 0 from scratch in float64.
   sharp = data["image"][:1].astype(np.float64) / 255.0
   blurry = evaluate.blur_test_set(tiny_config, data["image"])[:1]
-  out = evaluate.deblur_batches(tiny_config, train.Networks(tiny_config), state, blurry)
+  out = evaluate.deblur_batches(tiny_config, networks.Networks.generator(tiny_config), state, blurry)
   psnr = lambda x: 10 * np.log10(1.0 / np.mean((x.astype(np.float64) - sharp) ** 2))
   row = saved["per_image"][0]
   np.testing.assert_allclose(row["psnr_blurred"], psnr(blurry), rtol=1e-4)
@@ -179,7 +178,6 @@ def test_ema_weights_are_used_for_evaluation(tiny_config, tmp_path):
   state = train.train(tiny_config, str(tmp_path))
   leaf = lambda p: np.asarray(p["head"]["kernel"])
   assert not np.allclose(leaf(state.ema_params), leaf(state.params))
-  from fdeblur import networks
   assert networks.inference_params(state) is state.ema_params
 
 
@@ -188,16 +186,14 @@ def test_checkpoint_from_8_devices_restores_on_a_2x4_mesh(tiny_config, tmp_path)
   tiny_config.eval.every = 0
   saved = train.train(tiny_config, str(tmp_path))
   tiny_config.mesh_shape = (2, 4)
-  nets = train.Networks(tiny_config)
   mesh = parallel.make_mesh((2, 4))
-  restored = train.restore_or_init(tiny_config, str(tmp_path), nets,
-                                   train.make_optimizer(tiny_config.train), mesh)
+  setup = train.Setup(tiny_config, mesh)
+  restored = train.restore_or_init(tiny_config, str(tmp_path), setup)
   assert int(restored.step) == 2
   kernel = restored.params["head"]["kernel"]
   assert kernel.sharding.mesh.shape == {"replica": 2, "data": 4}
   for a, b in zip(jax.tree.leaves(jax.device_get(saved)), jax.tree.leaves(jax.device_get(restored))):
     np.testing.assert_array_equal(a, b)
   # and it trains on: a batch split over both axes of the 2-D mesh
-  step = train.make_train_step(tiny_config, nets, train.make_optimizer(tiny_config.train), mesh)
-  restored, m = step(restored, _batch(tiny_config, mesh))
+  restored, m = setup.step(restored, _batch(tiny_config, mesh))
   assert int(restored.step) == 3 and np.isfinite(float(m["loss"]))

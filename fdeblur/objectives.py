@@ -1,0 +1,141 @@
+"""What one training step optimises, per method. `make_step` builds the jit-compiled step:
+
+- `supervised` (quickstart, chrysos2017, hourglass): weighted pixel (+ gradient, perceptual) loss;
+- `gan` (fan_luo): discriminator updated `n_critic` times (WGAN-GP penalty when the kind is
+  wgan_gp), then the generator on adversarial + content (perceptual, pixel) terms;
+- `chrysos2019`: the cGAN of the 2019 paper, Eq. 6: L_cGAN + λci·L1 + λcg·L1(∇) + λp·projection
+  on the discriminator's penultimate features + λr·reconstruction of the sharp-image stream G_s.
+
+The blur is drawn on the device inside the step from (rng, step). Generator and discriminator
+states live in one TrainState and are updated in the same compiled step; buffers are donated.
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+
+from fdeblur import degrade, losses, metrics, parallel
+from fdeblur.models import vgg
+
+OBJECTIVES = ("supervised", "gan", "chrysos2019")
+
+
+def perceptual_params(config: ml_collections.ConfigDict):
+  """VGG19 weights for the perceptual loss, or None when the config does not use it."""
+  if config.loss.get("perceptual_weight", 0.0) <= 0:
+    return None
+  layer = config.perceptual.get("layer", "conv3_3")
+  if config.perceptual.weights == "random":
+    logging.warning("config.perceptual.weights='random': the perceptual loss uses RANDOM VGG19 "
+                    "weights. This is for tests only; name a VGG19 weights file for real runs.")
+    return vgg.random_params(jax.random.PRNGKey(0), layer)
+  return vgg.load_params(config.perceptual.weights, layer)
+
+
+def _discriminate(d_nets, d_params, d_state, images, condition):
+  """(logits, penultimate features or None, new state) of the discriminator in train mode."""
+  args = (images, condition) if condition is not None else (images,)
+  out, d_state = d_nets.apply(d_params, d_state, *args, train=True)
+  logits, feats = out if isinstance(out, tuple) else (out, None)
+  return logits, feats, d_state
+
+
+def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
+  """(state, batch, vgg_params) -> (state, metrics). batch: {"image": uint8 [B, H, W, 3]} or a
+  clip batch {"frames": uint8 [B, T, H, W, 3], ...} for the averaging protocols."""
+  objective = config.get("objective", "supervised")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"config.objective={objective!r} is not one of {OBJECTIVES}")
+  if objective != "supervised" and d_nets is None:
+    raise ValueError(f"config.objective={objective!r} needs config.discriminator.name")
+  w = config.loss
+  pixel = losses.pixel_loss(w.get("pixel", "l1"))
+  gan = losses.gan_loss(config.gan.kind) if objective != "supervised" else None
+  n_critic = config.gan.get("n_critic", 1) if gan else 0
+  gp_weight = config.gan.get("gp_weight", 10.0) if gan and config.gan.kind == "wgan_gp" else 0.0
+  conditional = objective == "chrysos2019" or config.gan.get("conditional", False)
+  ema_decay = config.train.get("ema_decay", 0.0)
+  vgg_layer = config.perceptual.get("layer", "conv3_3")
+
+  def content_terms(out, sharp, vgg_params):
+    terms = {"pixel": w.get("pixel_weight", 1.0) * pixel(out, sharp)}
+    if w.get("gradient_weight", 0.0) > 0:
+      terms["gradient"] = w.gradient_weight * losses.gradient_l1(out, sharp)
+    if vgg_params is not None:
+      f_out = vgg.features(vgg_params, out, vgg_layer)
+      f_ref = jax.lax.stop_gradient(vgg.features(vgg_params, sharp, vgg_layer))
+      terms["perceptual"] = w.perceptual_weight * losses.l2(f_out, f_ref)
+    return terms
+
+  def d_update(state, blurry, sharp, fake, key):
+    cond = blurry if conditional else None
+    d_params, d_state, d_opt = state.d_params, state.d_state, state.d_opt_state
+    out = {}
+    for i in range(n_critic):  # unrolled: n_critic is small and static
+
+      def d_loss_fn(p):
+        real_logits, _, s = _discriminate(d_nets, p, d_state, sharp, cond)
+        fake_logits, _, s = _discriminate(d_nets, p, s, fake, cond)
+        loss = gan.discriminator(real_logits, fake_logits)
+        terms = {"d_adversarial": loss}
+        if gp_weight:
+          critic = lambda x: _discriminate(d_nets, p, s, x, cond)[0]
+          terms["d_gradient_penalty"] = gp_weight * losses.gradient_penalty(
+              critic, sharp, fake, jax.random.fold_in(key, i))
+        return sum(terms.values()), (s, terms)
+
+      (d_loss, (d_state, terms)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
+      updates, d_opt = d_tx.update(grads, d_opt, d_params)
+      d_params = optax.apply_updates(d_params, updates)
+      out = {"d_loss": d_loss, **terms}
+    return d_params, d_state, d_opt, out
+
+  def step_fn(state, batch, vgg_params):
+    k_blur, k_drop, k_gp = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
+    blurry, sharp, _ = degrade.degrade(k_blur, batch.get("image", batch), config.blur)
+    d_metrics = {}
+    if gan:
+      fake, _ = g_nets.apply(state.params, state.model_state, blurry, train=True,
+                             dropout_key=k_drop)
+      d_params, d_state, d_opt, d_metrics = d_update(state, blurry, sharp,
+                                                     jax.lax.stop_gradient(fake), k_gp)
+      state = state.replace(d_params=d_params, d_state=d_state, d_opt_state=d_opt)
+
+    def g_loss_fn(params):
+      if objective == "chrysos2019":
+        (out, rec), model_state = g_nets.apply(params, state.model_state, blurry, sharp,
+                                               train=True, dropout_key=k_drop, method="both")
+      else:
+        out, model_state = g_nets.apply(params, state.model_state, blurry, train=True,
+                                        dropout_key=k_drop)
+      terms = content_terms(out, sharp, vgg_params)
+      if gan:
+        cond = blurry if conditional else None
+        fake_logits, fake_feats, _ = _discriminate(d_nets, state.d_params, state.d_state, out,
+                                                   cond)
+        terms["adversarial"] = w.get("adversarial_weight", 1.0) * gan.generator(fake_logits)
+        if w.get("projection_weight", 0.0) > 0:
+          _, real_feats, _ = _discriminate(d_nets, state.d_params, state.d_state, sharp, cond)
+          terms["projection"] = w.projection_weight * losses.projection(
+              fake_feats, jax.lax.stop_gradient(real_feats))
+      if objective == "chrysos2019":
+        terms["reconstruction"] = w.reconstruction_weight * losses.l1(rec, sharp)
+      return sum(terms.values()), (out, model_state, terms)
+
+    (loss, (out, model_state, terms)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = g_tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay > 0:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+    state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                          opt_state=opt_state, ema_params=ema)
+    return state, {"loss": loss, **terms, **d_metrics,
+                   "psnr": jnp.mean(metrics.psnr(out, sharp)),
+                   "psnr_blurry": jnp.mean(metrics.psnr(blurry, sharp)),
+                   "grad_norm": optax.tree.norm(grads)}
+
+  rep = parallel.replicated(mesh)
+  return jax.jit(step_fn, donate_argnums=0, out_shardings=(rep, rep))
