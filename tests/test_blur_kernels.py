@@ -25,7 +25,7 @@ def _cfg(**kw):
 @pytest.fixture(scope="module")
 def family_kernels():
   keys = jax.random.split(jax.random.key(0), 12)
-  return {name: np.asarray(jax.jit(lambda k, c=_cfg(**kw): degrade.random_kernels(k, c)[0])(keys))
+  return {name: np.asarray(degrade.random_kernels(keys, _cfg(**kw))[0])
           for name, kw in FAMILIES.items()}
 
 
@@ -48,7 +48,7 @@ def test_delta_blurs_into_exactly_the_kernel(family_kernels, family, method):
   n = size + 16
   img = np.zeros((4, n, n, 2), np.float32)
   img[:, n // 2, n // 2] = 1.0
-  out = np.array(jax.jit(lambda i, k: degrade.convolve(i, k, method=method))(img, k))
+  out = np.array(degrade.convolve(img, k, method=method))
   lo = n // 2 - size // 2
   for c in range(2):
     np.testing.assert_allclose(out[:, lo:lo + size, lo:lo + size, c], k, atol=1e-6)
@@ -66,8 +66,8 @@ def test_direct_and_fft_match_float64_scipy(family_kernels, family, border):
                                               mode="valid") for c in range(3)], -1)
                   for b in range(2)])
   for method in ("direct", "fft"):
-    out = np.asarray(jax.jit(lambda i, kk: degrade.convolve(i, kk, method=method, border=border))(
-        jnp.asarray(img, jnp.float32), jnp.asarray(k, jnp.float32)), np.float64)
+    out = np.asarray(degrade.convolve(jnp.asarray(img, jnp.float32), jnp.asarray(k, jnp.float32),
+                                      method=method, border=border), np.float64)
     assert out.shape == img.shape
     rel = np.abs(out - ref) / np.abs(ref)
     assert rel.max() < 1e-5, (method, rel.max())
@@ -87,7 +87,7 @@ def test_fft_is_chosen_statically_by_kernel_size():
 def test_constant_image_stays_constant_with_large_kernels_no_dark_frame():
   cfg = _cfg(**FAMILIES["trajectory"], fft_min_kernel_size=11)
   sharp = jnp.full((3, 20, 20, 3), 0.61, jnp.float32)  # smaller than the 25 px kernel
-  blurry, _, info = jax.jit(lambda k, s: degrade.degrade(k, s, cfg))(jax.random.key(1), sharp)
+  blurry, _, info = degrade.degrade(jax.random.key(1), sharp, cfg)
   assert info["kernel"].shape == (3, 25, 25)
   np.testing.assert_allclose(np.asarray(blurry), 0.61, atol=2e-6)
 
@@ -115,5 +115,6 @@ def test_kernel_support_follows_the_mixture():
   assert degrade.kernel_support(_cfg()) == 15
   assert degrade.kernel_support(_cfg(trajectory_prob=0.2)) == 65  # canvas 64, made odd
   assert degrade.kernel_support(_cfg(trajectory_prob=0.2, trajectory_canvas=9)) == 15
+  assert degrade.kernel_support(_cfg(trajectory_prob=0.2, trajectory_canvas=16, kernel_size=7)) == 17
   with pytest.raises(ValueError, match="odd"):
     degrade.kernel_support(_cfg(kernel_size=8))

@@ -92,38 +92,42 @@ def _np_draws(d):
   return {k: np.asarray(v, np.float64) for k, v in d.items()}
 
 
+NUM = 1000  # trajectories drawn once for the module (JAX, per-sample keys)
+
+
 @pytest.fixture(scope="module")
-def same_draws():
+def drawn():
   cfg = _cfg()
-  keys = jax.random.split(jax.random.key(11), 16)
-  draws = degrade.trajectory_draws(keys, cfg)
-  kernels, centred, fraction = jax.jit(lambda d: degrade.trajectory_kernels(d, cfg))(draws)
-  paths = jax.jit(lambda d: degrade.trajectory_paths(d, MAX_LEN))(draws)
+  draws = degrade.trajectory_draws(jax.random.split(jax.random.key(11), NUM), cfg)
+  paths = degrade.trajectory_paths(draws, MAX_LEN)
+  kernels, centred, _ = degrade.trajectory_kernels(draws, cfg)
   return cfg, draws, np.asarray(paths), np.asarray(kernels, np.float64), np.asarray(centred)
 
 
-def test_walk_matches_numpy_reference_on_the_same_draws(same_draws):
-  _, draws, paths, _, _ = same_draws
-  d = _np_draws(draws)
-  ref, _ = np_walk(d["expl"], d["centripetal"], d["prob_big_shake"], d["gaussian_shake"],
-                   d["init_angle"], d["u_shake"], d["u_angle"], d["normal"])
+def test_walk_matches_numpy_reference_on_the_same_draws(drawn):
+  _, draws, paths, _, _ = drawn
+  d = {k: v[:16] for k, v in _np_draws(draws).items()}
+  ref, big = np_walk(d["expl"], d["centripetal"], d["prob_big_shake"], d["gaussian_shake"],
+                     d["init_angle"], d["u_shake"], d["u_angle"], d["normal"])
+  assert big.sum() > 5  # the impulsive shakes are exercised
   ref = np.stack([ref.real, ref.imag], axis=-1)
   # float32 accumulation over 2000 steps against float64: a few thousandths of a pixel
-  np.testing.assert_allclose(paths, ref, atol=5e-3)
+  np.testing.assert_allclose(paths[:16], ref, atol=5e-3)
   step_len = np.linalg.norm(np.diff(paths, axis=1), axis=-1)
   np.testing.assert_allclose(step_len.sum(axis=1), MAX_LEN, rtol=1e-4)  # length = max_len
 
 
-def test_psf_matches_reference_rasteriser_on_the_same_draws(same_draws):
-  cfg, draws, paths, kernels, centred = same_draws
+def test_psf_matches_reference_rasteriser_on_the_same_draws(drawn):
+  cfg, draws, paths, kernels, centred = drawn
   fractions = tuple(cfg.trajectory_fractions)
   size = degrade.trajectory_support(cfg)
-  fidx = np.asarray(draws["fraction_index"])
-  assert set(fidx.tolist()) >= {0, 1, 2, 3}  # 16 samples cover every exposure fraction
+  fidx = np.asarray(draws["fraction_index"])[:12]
+  assert set(fidx.tolist()) >= {0, 1, 2, 3}  # the samples cover every exposure fraction
   # The reference centres the whole path; our default centres the exposed part. Compare the same
   # PSF up to the integer translation that puts x_0 on the same pixel.
   tcfg = _cfg(trajectory_center="trajectory")
-  tk, tc, _ = jax.jit(lambda d: degrade.trajectory_kernels(d, tcfg))(draws)
+  few = {k: v[:12] for k, v in draws.items()}
+  tk, tc, _ = degrade.trajectory_kernels(few, tcfg)
   tk, tc = np.asarray(tk, np.float64), np.asarray(tc)
   for i in range(len(fidx)):
     x = paths[i, :, 0].astype(np.float64) + 1j * paths[i, :, 1]
@@ -150,13 +154,10 @@ def test_exposure_weights_are_the_reference_intervals_cumulated():
   assert (np.diff(w, axis=0) >= 0).all()  # longer exposures contain shorter ones
 
 
-def test_trajectory_statistics_match_reference_in_distribution():
-  n = 1000
-  cfg = _cfg()
-  keys = jax.random.split(jax.random.key(2024), n)
-  draws = degrade.trajectory_draws(keys, cfg)
-  ours = np.asarray(jax.jit(lambda d: degrade.trajectory_paths(d, MAX_LEN))(draws), np.float64)
-  ref = np_random_walks(np.random.default_rng(7), n)
+def test_trajectory_statistics_match_reference_in_distribution(drawn):
+  """1,000 JAX trajectories against 1,000 of the NumPy reference with its own random numbers."""
+  ours = drawn[2].astype(np.float64)
+  ref = np_random_walks(np.random.default_rng(7), NUM)
   ref = np.stack([ref.real, ref.imag], axis=-1)
 
   def statistics(p):
@@ -172,44 +173,35 @@ def test_trajectory_statistics_match_reference_in_distribution():
   np.testing.assert_allclose(a["length"], MAX_LEN, rtol=1e-4)
   np.testing.assert_allclose(b["length"], MAX_LEN, rtol=1e-9)
   for name in ("displacement", "extent", "direction_changes"):
-    se = np.sqrt(a[name].var() / n + b[name].var() / n)
+    se = np.sqrt(a[name].var() / NUM + b[name].var() / NUM)
     assert abs(a[name].mean() - b[name].mean()) < 4 * se, name
     assert stats.ks_2samp(a[name], b[name]).pvalue > 1e-3, name
   assert 0.2 < a["direction_changes"].mean() < 5  # big shakes happen, rarely
 
 
-def test_trajectory_kernels_fit_and_are_normalised():
-  cfg = _cfg()
-  k, proto = jax.jit(lambda ks: degrade.random_kernels(ks, cfg))(
-      jax.random.split(jax.random.key(3), 32))
-  k = np.asarray(k)
-  assert k.shape == (32, 65, 65) and (np.asarray(proto) == 2).all()
+def test_trajectory_kernels_fit_and_are_normalised(drawn):
+  k = drawn[3]
+  assert k.shape == (NUM, 65, 65)
   assert k.min() >= 0.0
   np.testing.assert_allclose(k.sum(axis=(1, 2)), 1.0, atol=1e-6)
   # nothing is cut at the border: the outer ring is empty for max_len 60 on a 65 support
   ring = np.concatenate([k[:, 0], k[:, -1], k[:, :, 0], k[:, :, -1]], axis=1)
   assert ring.max() == 0.0
   # the exposed part is centred: the PSF's bounding box centre is within 1.5 px of the middle
-  for ki in k:
+  for ki in k[:100]:
     rows, cols = np.nonzero(ki > 0)
     assert abs((rows.min() + rows.max()) / 2 - 32) <= 1.5
     assert abs((cols.min() + cols.max()) / 2 - 32) <= 1.5
-
-
-def test_small_canvas_for_small_images():
-  cfg = _cfg(trajectory_canvas=16, trajectory_max_len=12.0, trajectory_iters=500, kernel_size=7)
-  assert degrade.kernel_support(cfg) == 17
-  keys = jax.random.split(jax.random.key(4), 8)
-  k, _ = jax.jit(lambda ks: degrade.random_kernels(ks, cfg))(keys)
-  assert k.shape == (8, 17, 17)
-  np.testing.assert_allclose(np.asarray(k).sum(axis=(1, 2)), 1.0, atol=1e-6)
+  # exposure fractions are drawn uniformly (DeblurGAN's part 0..3)
+  freq = np.bincount(np.asarray(drawn[1]["fraction_index"]), minlength=4) / NUM
+  np.testing.assert_allclose(freq, 0.25, atol=0.05)
 
 
 def test_scatter_and_matmul_splat_agree():
   pts = jax.random.uniform(jax.random.key(5), (3, 200, 2), minval=-9.0, maxval=9.0)
   w = jax.random.uniform(jax.random.key(6), (3, 200))
-  a = np.asarray(jax.jit(lambda p, w: degrade.splat(p, w, 15, method="scatter"))(pts, w))
-  b = np.asarray(jax.jit(lambda p, w: degrade.splat(p, w, 15, method="matmul"))(pts, w))
+  a = np.asarray(degrade.splat(pts, w, 15, method="scatter"))
+  b = np.asarray(degrade.splat(pts, w, 15, method="matmul"))
   np.testing.assert_allclose(a, b, atol=1e-7)
   assert (a[:, 0] > 0).any() or (a[:, :, 0] > 0).any()  # points reach the border ...
   # ... and points outside the support are dropped, not clamped onto the edge

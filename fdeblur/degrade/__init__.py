@@ -15,6 +15,7 @@ Kernels are applied by `convolve` (direct or FFT, chosen by kernel size); clips'
 blur the middle frame. Then optional sensor noise, and a clip to [0, 1]. Submodules: `kernels`,
 `apply`, `averaging`, `noise`; the host-side JPEG stage is `input_pipeline.transforms.RandomJpeg`.
 """
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -28,17 +29,20 @@ from fdeblur.degrade.averaging import (average_frames, box_iou, boxes_from_landm
                                        inverse_response, motion_magnitudes, phase_correlation_shifts,
                                        pravg, response, vla, vla_lengths, vla_stops, window_weights)
 from fdeblur.degrade.kernels import (KERNEL_PROTOCOLS, PROTOCOLS, centre_paths, draw_protocol,
-                                     exposure_weights, gaussian_kernels, kernel_support,
-                                     kernels_for, motion_kernels, random_kernels,
+                                     exposure_weights, frozen, gaussian_kernels, kernel_support,
+                                     kernels_for, motion_kernels, protocol_from_uniform,
+                                     random_kernels,
                                      random_trajectory_kernels, splat, trajectory_draws,
                                      trajectory_kernels, trajectory_paths, trajectory_support)
 from fdeblur.degrade.noise import add_noise, gaussian_noise, poisson_gaussian_noise
 
 __all__ = [
     "PROTOCOLS", "KERNEL_PROTOCOLS", "FFT_MIN_KERNEL_SIZE", "degrade", "mixture", "per_sample_keys",
+    "frozen",
     "gaussian_kernels", "motion_kernels", "splat", "trajectory_draws", "trajectory_paths",
     "trajectory_kernels", "random_trajectory_kernels", "exposure_weights", "centre_paths",
     "kernel_support", "trajectory_support", "random_kernels", "kernels_for", "draw_protocol",
+    "protocol_from_uniform",
     "convolve", "convolve_direct", "convolve_fft", "inverse_response", "response",
     "window_weights", "average_frames", "pravg", "vla", "vla_stops", "vla_lengths", "box_iou",
     "boxes_from_landmarks", "phase_correlation_shifts", "motion_magnitudes", "add_noise",
@@ -79,13 +83,14 @@ def _as_float(x: jax.Array) -> jax.Array:
   return x.astype(jnp.float32)
 
 
-def _pravg_lengths(keys, cfg, num_frames):
+def _pravg_lengths(u, cfg, num_frames):
+  """U [B] -> PrAvg lengths drawn uniformly from cfg.pravg_lengths."""
   lengths = [int(n) for n in cfg.pravg_lengths]
   if max(lengths) > num_frames or min(lengths) < 1:
     raise ValueError(f"config.blur.pravg_lengths {tuple(lengths)} need clips of at least "
                      f"{max(lengths)} frames; got T={num_frames}")
-  table = jnp.asarray(lengths, jnp.int32)
-  return table[jax.vmap(lambda k: jax.random.randint(k, (), 0, len(lengths)))(keys)]
+  idx = jnp.minimum((u * len(lengths)).astype(jnp.int32), len(lengths) - 1)
+  return jnp.asarray(lengths, jnp.int32)[idx]
 
 
 def _vla_bounds(cfg, num_frames):
@@ -109,7 +114,15 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
   cfg: `config.blur`.
   info: "kernel" [B, K, K] (a delta for averaging samples), "protocol" [B] (index into
     PROTOCOLS), "length" [B] frames averaged (1 for kernel samples).
+
+  The work is one jit-compiled function (cached per config and shapes), so eager callers compile
+  once; inside a caller's jit it is inlined.
   """
+  return _degrade_jit(key, batch, frozen(cfg))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _degrade_jit(key, batch, cfg):
   clips = isinstance(batch, Mapping)
   boxes = flow = frames = None
   if clips:
@@ -124,17 +137,29 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
     flow = batch.get("flow")
   else:
     sharp = _as_float(batch)
+  # Static choices and checks first: nothing below depends on values.
   b = sharp.shape[0]
-  keys = per_sample_keys(key, b)
   probs = mixture(cfg, clips)
-  sub = jax.vmap(lambda k: jax.random.split(k, 4))(keys)
-  proto = draw_protocol(sub[:, 0], probs)
+  size = kernel_support(cfg)
   kind = cfg.get("camera_response", "gamma")
   gamma = float(cfg.get("camera_gamma", 2.2))
-  size = kernel_support(cfg)
+  motion_source = cfg.get("vla_motion", "phase_correlation")
+  if probs[4] > 0:
+    l_min, l_max = _vla_bounds(cfg, num_frames)
+    if motion_source not in ("phase_correlation", "none"):
+      raise ValueError(f"config.blur.vla_motion must be 'phase_correlation' or 'none', got "
+                       f"{motion_source!r}")
+  if probs[3] > 0:
+    _pravg_lengths(jnp.zeros((1,)), cfg, num_frames)  # validates the lengths against T
+
+  keys = per_sample_keys(key, b)
+  # Per sample: uniforms for the protocol and PrAvg's L, a key for the kernel, one for noise.
+  k_u, k_kernel, k_noise = jax.vmap(lambda k: jax.random.split(k, 3), out_axes=1)(keys)
+  u = jax.vmap(lambda k: jax.random.uniform(k, (2,)))(k_u)
+  proto = protocol_from_uniform(u[:, 0], probs)
 
   if probs[:3].sum() > 0:
-    ker = kernels_for(sub[:, 1], proto, cfg)
+    ker = kernels_for(k_kernel, proto, cfg)
     linear = cfg.get("kernels_in_linear_light", False)
     src = inverse_response(sharp, kind, gamma) if linear else sharp
     blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.get("fft_min_kernel_size",
@@ -148,23 +173,17 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
   length = jnp.ones((b,), jnp.int32)
 
   if probs[3:].sum() > 0:
-    k_pravg, k_vla = jax.vmap(jax.random.split, out_axes=1)(sub[:, 2])
     length_avg = jnp.ones((b,), jnp.int32)
     if probs[3] > 0:
-      length_avg = jnp.where(proto == 3, _pravg_lengths(k_pravg, cfg, num_frames), length_avg)
-    if probs[4] > 0:
-      l_min, l_max = _vla_bounds(cfg, num_frames)
+      length_avg = jnp.where(proto == 3, _pravg_lengths(u[:, 1], cfg, num_frames), length_avg)
+    if probs[4] > 0:  # VLA is deterministic given the clip
       motion = flow
-      if motion is None and cfg.get("vla_motion", "phase_correlation") == "phase_correlation":
+      if motion is None and motion_source == "phase_correlation":
         motion = motion_magnitudes(frames, boxes)
-      elif motion is None and cfg.get("vla_motion") != "none":
-        raise ValueError(f"config.blur.vla_motion must be 'phase_correlation' or 'none', got "
-                         f"{cfg.vla_motion!r}")
       stops = vla_stops(frames, boxes=boxes, motion=motion, min_iou=float(cfg.vla_min_iou),
                         min_psnr=float(cfg.vla_min_psnr), max_motion=float(cfg.vla_max_motion),
                         max_step=float(cfg.vla_max_step), kind=kind, gamma=gamma)
       length_avg = jnp.where(proto == 4, vla_lengths(stops["any"], l_min, l_max), length_avg)
-    del k_vla  # VLA is deterministic given the clip; the key is reserved for future use
     averaged = average_frames(frames, window_weights(length_avg, num_frames), kind, gamma)
     is_avg = proto >= 3
     blurry = jnp.where(is_avg[:, None, None, None], averaged, blurry)
@@ -172,9 +191,9 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
 
   if cfg.get("noise", "none") != "none":
     if cfg.get("noise_in_linear_light", True):
-      blurry = response(add_noise(sub[:, 3], inverse_response(blurry, kind, gamma), cfg), kind,
+      blurry = response(add_noise(k_noise, inverse_response(blurry, kind, gamma), cfg), kind,
                         gamma)
     else:
-      blurry = add_noise(sub[:, 3], blurry, cfg)
+      blurry = add_noise(k_noise, blurry, cfg)
   blurry = jnp.clip(blurry, 0.0, 1.0)
   return blurry, sharp, {"kernel": ker, "protocol": proto, "length": length}

@@ -4,6 +4,8 @@ Two exact paths, chosen statically by kernel size: direct grouped convolution (s
 FFT (large kernels). Both pad the borders (reflect by default, or edge/symmetric) by K // 2, convolve,
 and keep the 'valid' part, so a constant image stays constant and a delta blurs into the kernel.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -62,6 +64,7 @@ def convolve_fft(images: jax.Array, kernels: jax.Array, border: str = "reflect")
   return full[:, 2 * pad:2 * pad + h, 2 * pad:2 * pad + w].astype(images.dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("method", "fft_min_kernel_size", "border"))
 def convolve(images: jax.Array, kernels: jax.Array, *, method: str = "auto",
              fft_min_kernel_size: int = FFT_MIN_KERNEL_SIZE, border: str = "reflect") -> jax.Array:
   """True 2-D convolution of each image with its own kernel, size preserved.

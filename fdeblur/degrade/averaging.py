@@ -20,6 +20,8 @@ response after: Eq. 8's psi-hat). L is per sample; shapes stay static because th
   meaning across datasets, and it is a few FFTs per frame: dense optical flow does not belong in
   the train step.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,7 @@ def middle(num_frames: int) -> int:
   return (num_frames - 1) // 2
 
 
+@functools.partial(jax.jit, static_argnames=("num_frames",))
 def window_weights(length: jax.Array, num_frames: int) -> jax.Array:
   """[B] lengths -> [B, T] masks of the L consecutive frames around the middle frame (for even L
   one more frame after the middle than before)."""
@@ -73,6 +76,7 @@ def window_weights(length: jax.Array, num_frames: int) -> jax.Array:
   return ((t >= start) & (t < start + length[:, None])).astype(jnp.float32)
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "gamma"))
 def average_frames(frames: jax.Array, weights: jax.Array, kind: str = "gamma",
                    gamma: float = 2.2) -> jax.Array:
   """Weighted mean over T in linear light. frames [B, T, H, W, C], weights [B, T] -> [B, H, W, C]."""
@@ -82,6 +86,7 @@ def average_frames(frames: jax.Array, weights: jax.Array, kind: str = "gamma",
   return response(avg, kind, gamma)
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "gamma"))
 def pravg(frames: jax.Array, length, kind: str = "gamma", gamma: float = 2.2):
   """PrAvg(L): mean of the L frames around the middle one. length: int or [B].
   Returns (blurry [B, H, W, C], sharp = middle frame)."""
@@ -115,6 +120,7 @@ def _hann(n: int, lo: jax.Array, hi: jax.Array) -> jax.Array:
   return jnp.where((u >= 0) & (u <= 1), 0.5 - 0.5 * jnp.cos(2 * jnp.pi * u), 0.0)
 
 
+@jax.jit
 def phase_correlation_shifts(frames: jax.Array, boxes: jax.Array | None = None) -> jax.Array:
   """Global displacement in pixels between consecutive frames, [B, T, H, W, C] -> [B, T - 1, 2]
   as (dx, dy), by phase correlation (peak of the normalised cross-power spectrum, refined to
@@ -152,12 +158,15 @@ def phase_correlation_shifts(frames: jax.Array, boxes: jax.Array | None = None) 
   return -jnp.stack([wrap(dx, w), wrap(dy, h)], axis=-1)
 
 
+@jax.jit
 def motion_magnitudes(frames: jax.Array, boxes: jax.Array | None = None) -> jax.Array:
   """[B, T, H, W, C] -> [B, T - 1] displacement in pixels between consecutive frames."""
   d = phase_correlation_shifts(frames, boxes)
   return jnp.sqrt(jnp.sum(d * d, axis=-1))
 
 
+@functools.partial(jax.jit, static_argnames=("min_iou", "min_psnr", "max_motion", "max_step",
+                                             "kind", "gamma"))
 def vla_stops(frames: jax.Array, *, boxes: jax.Array | None = None,
               motion: jax.Array | None = None, min_iou: float = 0.5, min_psnr: float = 24.0,
               max_motion: float = 0.15, max_step: float = 0.05, kind: str = "gamma",
@@ -213,6 +222,7 @@ def vla_stops(frames: jax.Array, *, boxes: jax.Array | None = None,
           "any": overlap | quality | moving, "iou": iou, "psnr": psnr, "motion_sum": motion_sum}
 
 
+@functools.partial(jax.jit, static_argnames=("l_min", "l_max"))
 def vla_lengths(stops: jax.Array, l_min: int, l_max: int) -> jax.Array:
   """[B, R + 1] stop flags -> [B] window lengths: 2 r + 1 for the last radius r before the first
   firing condition, clamped to [l_min, l_max] (odd)."""

@@ -5,6 +5,8 @@ All kernels are [B, K, K] float32 arrays on a centred odd support (the middle pi
 non-negative and summing to 1. Randomness is per sample (one key each) and every shape is static,
 so a jit-compiled step compiles once.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,11 +17,19 @@ PROTOCOLS = ("gaussian", "motion", "trajectory", "pravg", "vla")
 KERNEL_PROTOCOLS = PROTOCOLS[:3]
 
 
+def frozen(cfg: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """A hashable copy of `config.blur`, for use as a static jit argument."""
+  if isinstance(cfg, ml_collections.FrozenConfigDict):
+    return cfg
+  return ml_collections.FrozenConfigDict(cfg)
+
+
 def _grid(kernel_size: int) -> jax.Array:
   """Pixel coordinates of a kernel's support, centred on its middle pixel."""
   return jnp.arange(kernel_size, dtype=jnp.float32) - (kernel_size - 1) / 2.0
 
 
+@functools.partial(jax.jit, static_argnames=("kernel_size",))
 def gaussian_kernels(sigma: jax.Array, kernel_size: int, sigma_y: jax.Array | None = None,
                      angle_deg: jax.Array | None = None) -> jax.Array:
   """Gaussians truncated to the support and normalised. sigma: [B] pixels -> [B, K, K].
@@ -42,6 +52,7 @@ def gaussian_kernels(sigma: jax.Array, kernel_size: int, sigma_y: jax.Array | No
   return k / k.sum(axis=(1, 2), keepdims=True)
 
 
+@functools.partial(jax.jit, static_argnames=("kernel_size", "method"))
 def splat(points: jax.Array, weights: jax.Array, kernel_size: int,
           method: str = "auto") -> jax.Array:
   """Bilinear splatting of weighted sub-pixel points into a PSF.
@@ -85,6 +96,7 @@ def splat(points: jax.Array, weights: jax.Array, kernel_size: int,
   return k / jnp.maximum(k.sum(axis=(1, 2), keepdims=True), 1e-12)
 
 
+@functools.partial(jax.jit, static_argnames=("kernel_size", "num_points"))
 def motion_kernels(length: jax.Array, angle_deg: jax.Array, kernel_size: int,
                    num_points: int | None = None) -> jax.Array:
   """Anti-aliased linear motion: a uniformly exposed segment of `length` pixels at `angle_deg`.
@@ -122,7 +134,23 @@ def kernel_support(cfg: ml_collections.ConfigDict) -> int:
   return ksize
 
 
+def _index(u: jax.Array, n: int) -> jax.Array:
+  """U in [0, 1) -> uniform integer in [0, n)."""
+  return jnp.minimum((u * n).astype(jnp.int32), n - 1)
+
+
+def _categorical(u: jax.Array, cum: jax.Array) -> jax.Array:
+  """U in [0, 1) -> category by inverse CDF (cum: cumulative probabilities, last = 1)."""
+  return jnp.minimum(jnp.sum(u >= cum), cum.shape[0] - 1).astype(jnp.int32)
+
+
 def trajectory_draws(keys: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
+  """See `_trajectory_draws` (jit-compiled per config and batch size)."""
+  return _trajectory_draws(keys, frozen(cfg))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _trajectory_draws(keys: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
   """Every random number one trajectory PSF needs, drawn up front from each sample's key.
 
   Per trajectory (as the reference): anxiety `expl` from `cfg.trajectory_anxiety`, centripetal
@@ -140,25 +168,28 @@ def trajectory_draws(keys: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
   cum_f = jnp.cumsum(fprobs)
 
   def one(key):
-    k_traj, k_step, k_normal = jax.random.split(key, 3)
-    u = jax.random.uniform(k_traj, (6,))
-    u_step = jax.random.uniform(k_step, (steps, 2))
+    # One draw per trajectory (each random call site costs compile time): rows 0-1 hold the
+    # per-trajectory numbers, then per step (u_shake, u_angle, u1, u2); normals by Box-Muller.
+    u = jax.random.uniform(key, (steps + 2, 4))
+    head, step_u = u[:2].reshape(8), u[2:]
+    radius = jnp.sqrt(-2.0 * jnp.log1p(-step_u[:, 2]))  # 1 - U in (0, 1]
+    angle = 2.0 * jnp.pi * step_u[:, 3]
     return {
-        "expl": anxiety[jnp.minimum((u[4] * anxiety.shape[0]).astype(jnp.int32),
-                                    anxiety.shape[0] - 1)],
-        "centripetal": 0.7 * u[0],
-        "prob_big_shake": 0.2 * u[1],
-        "gaussian_shake": 10.0 * u[2],
-        "init_angle": 360.0 * u[3],
-        "u_shake": u_step[:, 0],
-        "u_angle": u_step[:, 1],
-        "normal": jax.random.normal(k_normal, (steps, 2)),
-        "fraction_index": jnp.minimum(jnp.sum(u[5] >= cum_f), fprobs.shape[0] - 1),
+        "expl": anxiety[_index(head[4], anxiety.shape[0])],
+        "centripetal": 0.7 * head[0],
+        "prob_big_shake": 0.2 * head[1],
+        "gaussian_shake": 10.0 * head[2],
+        "init_angle": 360.0 * head[3],
+        "u_shake": step_u[:, 0],
+        "u_angle": step_u[:, 1],
+        "normal": jnp.stack([radius * jnp.cos(angle), radius * jnp.sin(angle)], axis=-1),
+        "fraction_index": _categorical(head[5], cum_f),
     }
 
   return jax.vmap(one)(keys)
 
 
+@functools.partial(jax.jit, static_argnames=("max_len", "unroll"))
 def trajectory_paths(draws: dict, max_len: float, unroll: int = 1) -> jax.Array:
   """Particle positions [B, N, 2] as (x, y), x_0 = 0, N = len(u_shake) + 1.
 
@@ -197,6 +228,7 @@ def trajectory_paths(draws: dict, max_len: float, unroll: int = 1) -> jax.Array:
   return jnp.concatenate([x0[:, None], jnp.swapaxes(xs, 0, 1)], axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("num_samples",))
 def exposure_weights(fraction: jax.Array, num_samples: int) -> jax.Array:
   """Per-sample exposure weights [B, N] of the cumulative PSF for exposure `fraction` [B].
 
@@ -209,6 +241,7 @@ def exposure_weights(fraction: jax.Array, num_samples: int) -> jax.Array:
   return jnp.clip(fraction[:, None] * num_samples - i[None, :], 0.0, 1.0)
 
 
+@functools.partial(jax.jit, static_argnames=("centre",))
 def centre_paths(paths: jax.Array, weights: jax.Array, centre: str = "exposure") -> jax.Array:
   """Offsets from the kernel centre: x_0 lands on a whole pixel (the reference removes x_0's
   fractional part) and the bounding box's centre within half a pixel of the middle pixel.
@@ -233,6 +266,13 @@ def centre_paths(paths: jax.Array, weights: jax.Array, centre: str = "exposure")
 
 def trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
                        kernel_size: int | None = None):
+  """See `_trajectory_kernels` (jit-compiled per config, kernel size and batch size)."""
+  return _trajectory_kernels(draws, frozen(cfg), kernel_size)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
+                        kernel_size: int | None = None):
   """PSFs [B, K, K] of the drawn trajectories at each sample's exposure fraction.
   Returns (kernels, paths [B, N, 2] centred, fraction [B])."""
   kernel_size = kernel_size or trajectory_support(cfg)
@@ -254,9 +294,9 @@ def random_trajectory_kernels(keys: jax.Array, cfg: ml_collections.ConfigDict,
 # The kernel mixture.
 
 
-def _uniform(key, shape, bounds):
+def _between(u, bounds):
   lo, hi = bounds
-  return jax.random.uniform(key, shape, minval=lo, maxval=hi)
+  return lo + (hi - lo) * u
 
 
 def _embed(kernels: jax.Array, size: int) -> jax.Array:
@@ -276,61 +316,58 @@ def kernels_for(keys: jax.Array, proto: jax.Array, cfg: ml_collections.ConfigDic
   delta) for each sample's key. [B, K, K] with K = kernel_support(cfg). Families whose
   probability is 0 are not computed."""
   size = kernel_support(cfg)
+  ksize = int(cfg.kernel_size)
   probs = kernel_probs(cfg)
   batch = keys.shape[0]
-  sub = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+  k_scalar, k_traj = jax.vmap(jax.random.split, out_axes=1)(keys)
+  u = jax.vmap(lambda k: jax.random.uniform(k, (6,)))(k_scalar)  # [B, 6]
   delta = jnp.zeros((batch, size, size), jnp.float32).at[:, size // 2, size // 2].set(1.0)
   out = delta
   if probs[0] > 0:
-    out = jnp.where((proto == 0)[:, None, None], _embed(_gaussians(sub[:, 0], cfg), size), out)
+    sx = _between(u[:, 0], cfg.gaussian_sigma)
+    sy = jnp.where(u[:, 3] < cfg.get("gaussian_anisotropic_prob", 0.0),
+                   _between(u[:, 1], cfg.gaussian_sigma), sx)
+    angle = _between(u[:, 2], cfg.get("gaussian_angle", (0.0, 180.0)))
+    g = gaussian_kernels(sx, ksize, sy, angle)
+    out = jnp.where((proto == 0)[:, None, None], _embed(g, size), out)
   if probs[1] > 0:
-    out = jnp.where((proto == 1)[:, None, None], _embed(_motions(sub[:, 1], cfg), size), out)
+    length = jnp.minimum(_between(u[:, 4], cfg.motion_length), float(ksize - 1))
+    m = motion_kernels(length, _between(u[:, 5], cfg.motion_angle), ksize)
+    out = jnp.where((proto == 1)[:, None, None], _embed(m, size), out)
   if probs[2] > 0:
-    traj = random_trajectory_kernels(sub[:, 2], cfg, size)
+    traj = random_trajectory_kernels(k_traj, cfg, size)
     out = jnp.where((proto == 2)[:, None, None], traj, out)
   return out
 
 
-def _gaussians(keys, cfg):
-  def draw(key):
-    ks = jax.random.split(key, 4)
-    sx = _uniform(ks[0], (), cfg.gaussian_sigma)
-    sy = _uniform(ks[1], (), cfg.gaussian_sigma)
-    angle = _uniform(ks[2], (), cfg.get("gaussian_angle", (0.0, 180.0)))
-    aniso = jax.random.uniform(ks[3]) < cfg.get("gaussian_anisotropic_prob", 0.0)
-    return sx, jnp.where(aniso, sy, sx), angle
-
-  sx, sy, angle = jax.vmap(draw)(keys)
-  return gaussian_kernels(sx, int(cfg.kernel_size), sy, angle)
-
-
-def _motions(keys, cfg):
-  ksize = int(cfg.kernel_size)
-
-  def draw(key):
-    k_len, k_ang = jax.random.split(key)
-    length = jnp.minimum(_uniform(k_len, (), cfg.motion_length), float(ksize - 1))
-    return length, _uniform(k_ang, (), cfg.motion_angle)
-
-  length, angle = jax.vmap(draw)(keys)
-  return motion_kernels(length, angle, ksize)
+def protocol_from_uniform(u: jax.Array, probs: np.ndarray) -> jax.Array:
+  """U [B] in [0, 1) -> protocol index by inverse CDF of static (unnormalised) probabilities;
+  zero-probability protocols are never drawn."""
+  probs = np.asarray(probs, np.float64)
+  if probs.sum() <= 0 or (probs < 0).any():
+    raise ValueError(f"blur protocol probabilities must be >= 0 with a positive sum, got {probs}")
+  cum = np.cumsum(probs / probs.sum())
+  cum[int(np.nonzero(probs > 0)[0][-1]):] = 1.0  # nothing after the last positive entry
+  # Category i covers [cum[i-1], cum[i]): empty (never drawn) when probs[i] == 0.
+  return jnp.sum(u[:, None] >= jnp.asarray(cum[:-1], jnp.float32)[None], axis=1).astype(jnp.int32)
 
 
 def draw_protocol(keys: jax.Array, probs: np.ndarray) -> jax.Array:
   """Per-sample protocol index from static (unnormalised) probabilities. keys: [B] -> [B]."""
-  probs = np.asarray(probs, np.float64)
-  if probs.sum() <= 0 or (probs < 0).any():
-    raise ValueError(f"blur protocol probabilities must be >= 0 with a positive sum, got {probs}")
-  p = jnp.asarray(probs / probs.sum(), jnp.float32)
-  return jax.vmap(lambda k: jax.random.choice(k, p.shape[0], p=p))(keys).astype(jnp.int32)
+  return protocol_from_uniform(jax.vmap(jax.random.uniform)(keys), probs)
 
 
 def random_kernels(keys: jax.Array, cfg: ml_collections.ConfigDict):
   """One kernel per sample from the configured kernel mixture (gaussian_prob, motion_prob,
   trajectory_prob), drawn from that sample's own key, so a sample's blur does not depend on the
-  batch it is in. keys: [B] -> ([B, K, K], protocol [B]) with K = kernel_support(cfg)."""
-  kernel_support(cfg)  # validates kernel_size
-  sub = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
-  proto = draw_protocol(sub[:, 0], kernel_probs(cfg))
-  return kernels_for(sub[:, 1], proto, cfg), proto
+  batch it is in. keys: [B] -> ([B, K, K], protocol [B]) with K = kernel_support(cfg).
+  Jit-compiled (cached per config and batch size)."""
+  return _random_kernels_jit(keys, frozen(cfg))
 
+
+@functools.partial(jax.jit, static_argnums=1)
+def _random_kernels_jit(keys, cfg):
+  kernel_support(cfg)  # validates kernel_size
+  k_proto, k_kernel = jax.vmap(jax.random.split, out_axes=1)(keys)
+  proto = draw_protocol(k_proto, kernel_probs(cfg))
+  return kernels_for(k_kernel, proto, cfg), proto

@@ -27,13 +27,16 @@ def poisson_gaussian_noise(key: jax.Array, x: jax.Array, peak: jax.Array, sigma:
   shape = (-1,) + (1,) * (x.ndim - 1)
   peak = jnp.broadcast_to(jnp.asarray(peak, jnp.float32), x.shape[:1]).reshape(shape)
   sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), x.shape[:1]).reshape(shape)
-  k_p, k_g = jax.random.split(key)
   lam = jnp.maximum(x, 0.0) * peak
   if exact:
+    k_p, k_g = jax.random.split(key)
     shot = jax.random.poisson(k_p, lam, x.shape).astype(jnp.float32) / peak
+    n = jax.random.normal(k_g, x.shape, jnp.float32)
   else:
-    shot = x + jnp.sqrt(lam) / peak * jax.random.normal(k_p, x.shape, jnp.float32)
-  return shot + sigma * jax.random.normal(k_g, x.shape, jnp.float32)
+    n2 = jax.random.normal(key, (2,) + x.shape, jnp.float32)
+    shot = x + jnp.sqrt(lam) / peak * n2[0]
+    n = n2[1]
+  return shot + sigma * n
 
 
 def add_noise(keys: jax.Array, images: jax.Array, cfg) -> jax.Array:
@@ -46,14 +49,15 @@ def add_noise(keys: jax.Array, images: jax.Array, cfg) -> jax.Array:
     raise ValueError(f"config.blur.noise must be one of {NOISES}, got {kind!r}")
 
   def one(key, img):
-    k_s, k_p, k_n = jax.random.split(key, 3)
+    k_param, k_noise = jax.random.split(key)
+    u = jax.random.uniform(k_param, (2,))
     lo, hi = cfg.noise_sigma
-    sigma = jax.random.uniform(k_s, (), minval=lo, maxval=hi)
+    sigma = lo + (hi - lo) * u[0]
     if kind == "gaussian":
-      return gaussian_noise(k_n, img[None], sigma)[0]
+      return gaussian_noise(k_noise, img[None], sigma)[0]
     lo, hi = cfg.noise_peak
-    peak = jax.random.uniform(k_p, (), minval=lo, maxval=hi)
-    return poisson_gaussian_noise(k_n, img[None], peak, sigma,
+    peak = lo + (hi - lo) * u[1]
+    return poisson_gaussian_noise(k_noise, img[None], peak, sigma,
                                   cfg.get("noise_poisson_exact", False))[0]
 
   return jax.vmap(one)(keys, images)
