@@ -8,6 +8,7 @@ import ml_collections
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.mesh_shape = ()  # () = 1-D `data` mesh over all devices; (replicas, data) for a 2-D mesh
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "embedded_faces"  # a TFDS builder registered by input_pipeline.datasets
@@ -68,6 +69,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.blur.jpeg_prob = 0.0
   c.blur.jpeg_quality = (30, 90)
 
+  # What a step optimises (fdeblur.objectives): supervised | gan | chrysos2019.
+  c.objective = "supervised"
+  c.loss = ml_collections.ConfigDict()
+  c.loss.pixel = "l1"  # l1 | l2 | huber
+  c.loss.pixel_weight = 1.0
+  c.loss.gradient_weight = 0.0  # L1 of image gradients (2019: λcg)
+  c.loss.perceptual_weight = 0.0  # VGG19 features (DeblurGAN: 100)
+  c.loss.adversarial_weight = 1.0
+  c.loss.projection_weight = 0.0  # discriminator penultimate features (2019: λp)
+  c.loss.reconstruction_weight = 0.0  # G_s(I_s) vs I_s (2019: λr)
+  c.gan = ml_collections.ConfigDict()
+  c.gan.kind = "gan"  # gan (non-saturating) | lsgan | wgan_gp
+  c.gan.n_critic = 1  # discriminator updates per generator update
+  c.gan.gp_weight = 10.0  # WGAN-GP penalty weight
+  c.gan.conditional = False  # discriminator also sees the blurry input (always for chrysos2019)
+  c.discriminator = ml_collections.ConfigDict()
+  c.discriminator.name = ""  # "" = none; patchgan | chrysos2019
+  c.perceptual = ml_collections.ConfigDict()
+  c.perceptual.weights = ""  # local VGG19 file (.npz or torchvision .pth); "random" for tests
+  c.perceptual.layer = "conv3_3"
+
   c.model = ml_collections.ConfigDict()
   c.model.name = "deblurgan"
   c.model.dtype = "float32"  # computation dtype; parameters are always float32
@@ -78,7 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.learning_rate = 1e-4
   c.train.b1 = 0.5
   c.train.b2 = 0.999
-  c.train.loss = "l1"
+  c.train.optimizer = "adam"
+  c.train.schedule = "constant"
+  c.train.ema_decay = 0.0  # > 0 keeps an EMA of the generator, used for evaluation
   c.train.log_every = 50
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 3
@@ -86,5 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16
   c.eval.blur_seed = 1234  # fixed blur for evaluation: numbers are comparable across runs
+  c.eval.every = 0  # validation (PSNR/SSIM, image grid, best checkpoint) every N steps; 0 = off
+  c.eval.num_validation = 32  # test-split images used for validation
   c.eval.num_sample_rows = 6
   return c
