@@ -24,7 +24,8 @@ import ml_collections
 import numpy as np
 
 from fdeblur.degrade import apply, averaging, kernels, noise
-from fdeblur.degrade.apply import FFT_MIN_KERNEL_SIZE, convolve, convolve_direct, convolve_fft
+from fdeblur.degrade.apply import (FFT_MIN_KERNEL_SIZE, convolve, convolve_direct, convolve_fft,
+                                   fft_threshold)
 from fdeblur.degrade.averaging import (average_frames, box_iou, boxes_from_landmarks,
                                        inverse_response, motion_magnitudes, phase_correlation_shifts,
                                        pravg, response, vla, vla_lengths, vla_stops, window_weights)
@@ -38,7 +39,7 @@ from fdeblur.degrade.noise import add_noise, gaussian_noise, poisson_gaussian_no
 
 __all__ = [
     "PROTOCOLS", "KERNEL_PROTOCOLS", "FFT_MIN_KERNEL_SIZE", "degrade", "mixture", "per_sample_keys",
-    "frozen",
+    "frozen", "fft_threshold",
     "gaussian_kernels", "motion_kernels", "splat", "trajectory_draws", "trajectory_paths",
     "trajectory_kernels", "random_trajectory_kernels", "exposure_weights", "centre_paths",
     "kernel_support", "trajectory_support", "random_kernels", "kernels_for", "draw_protocol",
@@ -162,8 +163,7 @@ def _degrade_jit(key, batch, cfg):
     ker = kernels_for(k_kernel, proto, cfg)
     linear = cfg.get("kernels_in_linear_light", False)
     src = inverse_response(sharp, kind, gamma) if linear else sharp
-    blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.get("fft_min_kernel_size",
-                                                                FFT_MIN_KERNEL_SIZE)),
+    blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.get("fft_min_kernel_size", 0)),
                       border=cfg.get("border", "reflect"))
     if linear:
       blurry = response(blurry, kind, gamma)

@@ -9,8 +9,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-# Kernel size from which `convolve(method="auto")` uses the FFT (config.blur.fft_min_kernel_size).
-FFT_MIN_KERNEL_SIZE = 21
+# Kernel size from which `convolve(method="auto")` uses the FFT when config.blur.fft_min_kernel_size
+# is 0 ("auto"), per backend. On CPU XLA's grouped convolution is slow and the FFT was faster for
+# every kernel size measured (7 to 65; benchmarks/blur_synthesis.py --crossover); on GPU/TPU the
+# direct depthwise convolution is a tuned primitive, so small kernels stay direct there.
+FFT_MIN_KERNEL_SIZE = {"cpu": 1, "gpu": 21, "tpu": 21}
 BORDERS = ("reflect", "symmetric", "edge")
 
 
@@ -64,19 +67,27 @@ def convolve_fft(images: jax.Array, kernels: jax.Array, border: str = "reflect")
   return full[:, 2 * pad:2 * pad + h, 2 * pad:2 * pad + w].astype(images.dtype)
 
 
+def fft_threshold(value: int = 0) -> int:
+  """The FFT threshold: `value` if positive, else the backend's default."""
+  if value and value > 0:
+    return int(value)
+  return FFT_MIN_KERNEL_SIZE.get(jax.default_backend(), 21)
+
+
 @functools.partial(jax.jit, static_argnames=("method", "fft_min_kernel_size", "border"))
 def convolve(images: jax.Array, kernels: jax.Array, *, method: str = "auto",
-             fft_min_kernel_size: int = FFT_MIN_KERNEL_SIZE, border: str = "reflect") -> jax.Array:
+             fft_min_kernel_size: int = 0, border: str = "reflect") -> jax.Array:
   """True 2-D convolution of each image with its own kernel, size preserved.
 
   images: [B, H, W, C]; kernels: [B, K, K], K odd. method "auto" picks the FFT when
-  K >= fft_min_kernel_size (a static choice: K is a shape), else direct convolution.
+  K >= fft_min_kernel_size (0: the backend's default, see FFT_MIN_KERNEL_SIZE), else direct
+  convolution; a static choice, K being a shape.
   """
   ksize = kernels.shape[-1]
   if ksize % 2 != 1 or kernels.shape[-2] != ksize:
     raise ValueError(f"kernels must be square with an odd size, got {kernels.shape[1:]}")
   if method == "auto":
-    method = "fft" if ksize >= fft_min_kernel_size else "direct"
+    method = "fft" if ksize >= fft_threshold(fft_min_kernel_size) else "direct"
   if method == "fft":
     return convolve_fft(images, kernels, border)
   if method == "direct":
