@@ -115,3 +115,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_validation = 32  # test-split images used for validation
   c.eval.num_sample_rows = 6
   return c
+
+
+def variant_tokens(arg: str, config_name: str, allowed: tuple[str, ...]) -> set[str]:
+  """`--config=configs/NAME.py:a,b` passes "a,b": the set of variant tokens, checked."""
+  tokens = {t.strip() for t in (arg or "").split(",") if t.strip()}
+  unknown = tokens - set(allowed)
+  if unknown:
+    raise ValueError(f"unknown variant {','.join(sorted(unknown))!r} of {config_name} "
+                     f"(known: {', '.join(allowed)})")
+  return tokens
+
+
+def shrink_for_tests(c: ml_collections.ConfigDict, image_size: int = 32) -> None:
+  """The `tiny` variant: same code paths and structure, small sizes and few steps."""
+  c.dataset.image_size = image_size
+  c.blur.kernel_size = 7
+  c.blur.gaussian_sigma = (0.5, 1.5)
+  c.blur.motion_length = (2.0, 6.0)
+  c.blur.trajectory_canvas = 15
+  c.blur.trajectory_iters = 64
+  c.blur.trajectory_max_len = 8.0
+  c.train.batch_size = 8
+  c.train.num_steps = 4
+  c.train.log_every = 2
+  c.train.checkpoint_every = 2
+  c.train.decay_steps = 2
+  c.train.decay_start = 2
+  c.eval.every = 2
+  c.eval.batch_size = 8
+  c.eval.num_validation = 8
+  c.perceptual.weights = "random"

@@ -33,6 +33,19 @@ def perceptual_params(config: ml_collections.ConfigDict):
   return vgg.load_params(config.perceptual.weights, layer)
 
 
+def degrade_input(batch: dict):
+  """What `degrade` takes from a pipeline batch: the images, or for clip batches the frames and
+  the face boxes (pipeline: x, y, w, h per frame; degrade: x_min, y_min, x_max, y_max) that VLA's
+  facial-overlap condition needs."""
+  if "frames" not in batch:
+    return batch["image"]
+  clip = {"frames": batch["frames"]}
+  if "box" in batch:
+    box = batch["box"]
+    clip["boxes"] = jnp.concatenate([box[..., :2], box[..., :2] + box[..., 2:]], axis=-1)
+  return clip
+
+
 def _discriminate(d_nets, d_params, d_state, images, condition):
   """(logits, penultimate features or None, new state) of the discriminator in train mode."""
   args = (images, condition) if condition is not None else (images,)
@@ -93,7 +106,7 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
 
   def step_fn(state, batch, vgg_params):
     k_blur, k_drop, k_gp = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
-    blurry, sharp, _ = degrade.degrade(k_blur, batch.get("image", batch), config.blur)
+    blurry, sharp, _ = degrade.degrade(k_blur, degrade_input(batch), config.blur)
     d_metrics = {}
     if gan:
       fake, _ = g_nets.apply(state.params, state.model_state, blurry, train=True,
@@ -133,8 +146,9 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
     state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                           opt_state=opt_state, ema_params=ema)
     return state, {"loss": loss, **terms, **d_metrics,
-                   "psnr": jnp.mean(metrics.psnr(out, sharp)),
-                   "psnr_blurry": jnp.mean(metrics.psnr(blurry, sharp)),
+                   # capped: an (almost) delta kernel leaves a sample unchanged, PSNR = inf
+                   "psnr": jnp.mean(jnp.minimum(metrics.psnr(out, sharp), 100.0)),
+                   "psnr_blurry": jnp.mean(jnp.minimum(metrics.psnr(blurry, sharp), 100.0)),
                    "grad_norm": optax.tree.norm(grads)}
 
   rep = parallel.replicated(mesh)

@@ -52,7 +52,7 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict):
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, frozen: tuple[str, ...] = ()):
-  """Adam (default) or SGD with momentum, as the config's paper trained. Parameters under a
+  """Adam (default), SGD or RMSProp, as the config's paper trained. Parameters under a
   path in `frozen` (the stage-1 hourglass of chrysos2019) are never updated."""
   lr = learning_rate_schedule(cfg)
   kind = cfg.get("optimizer", "adam")
@@ -60,8 +60,10 @@ def make_optimizer(cfg: ml_collections.ConfigDict, frozen: tuple[str, ...] = ())
     tx = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
   elif kind == "sgd":
     tx = optax.sgd(lr, momentum=cfg.get("momentum", 0.0) or None)
+  elif kind == "rmsprop":  # Newell et al.'s hourglass
+    tx = optax.rmsprop(lr)
   else:
-    raise ValueError(f"config.train.optimizer={kind!r} is not one of adam, sgd")
+    raise ValueError(f"config.train.optimizer={kind!r} is not one of adam, sgd, rmsprop")
   if not frozen:
     return tx
 
@@ -126,14 +128,21 @@ def load_stage1(config, params: dict, model_state: dict) -> tuple[dict, dict]:
   finally:
     ckpt.close()
 
+  def like(target, loaded, where):
+    # A target-less restore gives string keys where NNX lists have integers: follow the target.
+    if isinstance(target, dict):
+      if not isinstance(loaded, dict) or len(loaded) != len(target):
+        raise ValueError(f"{path}: the hourglass there does not match config.model at {where} "
+                         "(hg_stacks, hg_features, hg_modules must equal the stage-1 run's)")
+      return {k: like(v, loaded.get(k, loaded.get(str(k))), f"{where}/{k}")
+              for k, v in target.items()}
+    if loaded is None or np.shape(loaded) != np.shape(target):
+      raise ValueError(f"{path}: the hourglass there does not match config.model at {where}")
+    return jnp.asarray(loaded, target.dtype)
+
   def graft(tree, loaded):
-    target = tree["generator"]["hourglass"]
-    loaded = jax.tree.map(jnp.asarray, loaded)
-    if jax.tree.structure(loaded) != jax.tree.structure(target) or any(
-        a.shape != b.shape for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(target))):
-      raise ValueError(f"{path}: the hourglass there does not match config.model "
-                       "(hg_stacks, hg_features, hg_modules must equal the stage-1 run's)")
-    return {**tree, "generator": {**tree["generator"], "hourglass": loaded}}
+    hourglass = like(tree["generator"]["hourglass"], loaded, "hourglass")
+    return {**tree, "generator": {**tree["generator"], "hourglass": hourglass}}
 
   logging.info("Loaded the frozen stage-1 hourglass from %s", path)
   return graft(params, saved["params"]), graft(model_state, saved["model_state"])

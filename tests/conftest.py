@@ -37,3 +37,26 @@ def tiny_config(data_dir):
   cfg = load_config("quickstart")
   cfg.dataset.data_dir = data_dir
   return cfg
+
+
+@pytest.fixture(scope="session")
+def video_data_dir(tmp_path_factory):
+  """A small `face_videos` dataset: folders of frames of a real face photograph moving along a
+  known path (a few px per frame), built once at 128px for the clip-based configs."""
+  import numpy as np
+  from PIL import Image
+  from skimage import data as skdata
+  manual = tmp_path_factory.mktemp("videos_manual")
+  photo = skdata.astronaut()  # 512x512, face around x 170-270, y 60-170
+  for v in range(4):
+    folder = manual / f"person{v}" / "frames"
+    folder.mkdir(parents=True)
+    for t in range(12):
+      x0, y0 = 120 + 3 * t + 10 * v, 30 + t
+      Image.fromarray(photo[y0:y0 + 200, x0:x0 + 200]).save(folder / f"{t + 1:06d}.png")
+  out = tmp_path_factory.mktemp("videos_tfds")
+  cfg = load_config("chrysos2019")
+  cfg.dataset.data_dir, cfg.dataset.manual_dir = str(out), str(manual)
+  from input_pipeline import pipeline
+  pipeline.build(cfg.dataset)
+  return str(out), str(manual)

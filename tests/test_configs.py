@@ -1,0 +1,92 @@
+"""Every method's config trains: its `tiny` variant (same structure, small sizes) runs 3 steps
+of its own objective with finite losses and moving parameters."""
+import jax
+import numpy as np
+import pytest
+
+from conftest import load_config
+from fdeblur import parallel, train
+from input_pipeline import pipeline
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+def _train_steps(cfg, n=3):
+  mesh = parallel.make_mesh()
+  setup = train.Setup(cfg, mesh)
+  state = jax.device_put(setup.init_state(), parallel.replicated(mesh))
+  before = (_leaves(state.params), _leaves(state.d_params))
+  ds = pipeline.train_dataset(cfg.dataset, seed=0, local_batch_size=cfg.train.batch_size)
+  history = []
+  for i in range(n):
+    state, m = setup.step(state, parallel.global_batch(ds[i], mesh))
+    history.append({k: float(v) for k, v in jax.device_get(m).items()})
+  return state, before, history
+
+
+def _moved(before, after):
+  return sum(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("name,variant", [
+    ("quickstart", "tiny"), ("chrysos2017", "tiny"), ("hourglass", "tiny"),
+    ("fan_luo", "gan,tiny"), ("fan_luo", "lsgan,tiny"), ("fan_luo", "wgan_gp,tiny")])
+def test_tiny_variant_trains(name, variant, data_dir):
+  cfg = load_config(name, variant)
+  cfg.dataset.data_dir = data_dir
+  state, (g0, d0), history = _train_steps(cfg)
+  for h in history:
+    assert all(np.isfinite(v) for v in h.values()), h
+  assert _moved(g0, _leaves(state.params)) > len(g0) // 2
+  if cfg.discriminator.name:
+    assert _moved(d0, _leaves(state.d_params)) > len(d0) // 2
+    assert "adversarial" in history[0] and "d_loss" in history[0]
+  if cfg.gan.kind == "wgan_gp" and cfg.objective == "gan":
+    assert history[0]["d_gradient_penalty"] > 0
+  if cfg.loss.perceptual_weight:
+    assert history[0]["perceptual"] > 0
+
+
+def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(video_data_dir, tmp_path):
+  data_dir, manual_dir = video_data_dir
+  stage1 = load_config("hourglass", "tiny")
+  stage1.dataset = load_config("chrysos2019", "tiny").dataset  # same videos, single frames
+  stage1.dataset.data_dir, stage1.dataset.manual_dir = data_dir, manual_dir
+  stage1.dataset.clip_length = 1
+  stage1.dataset.image_size = 128
+  stage1.model.hg_features = 8
+  stage1.model.features, stage1.model.n_stacks = 8, 2
+  stage1.train.num_steps, stage1.eval.every = 2, 0
+  hg_state = train.train(stage1, str(tmp_path / "stage1"))
+
+  cfg = load_config("chrysos2019", "tiny")
+  cfg.dataset.data_dir, cfg.dataset.manual_dir = data_dir, manual_dir
+  cfg.model.hourglass_checkpoint = str(tmp_path / "stage1")
+  state, (g0, d0), history = _train_steps(cfg)
+  for h in history:
+    assert all(np.isfinite(v) for v in h.values()), h
+    assert {"pixel", "gradient", "projection", "reconstruction", "adversarial"} <= set(h)
+  # the hourglass is the stage-1 run's and stays frozen; G_bl, G_s and D learn
+  loaded = _leaves(hg_state.params)
+  now = _leaves(state.params["generator"]["hourglass"])
+  assert all(np.array_equal(a, b) for a, b in zip(loaded, now))
+  assert _moved(_leaves(hg_state.model_state), _leaves(state.model_state["generator"]["hourglass"])) == 0
+  for part in ("g_bl",):
+    assert _moved(_leaves(jax.tree.map(np.zeros_like, state.params["generator"][part])),
+                  _leaves(state.params["generator"][part])) > 0
+  assert _moved(d0, _leaves(state.d_params)) > len(d0) // 2
+
+
+def test_perceptual_loss_without_weights_names_the_flag():
+  cfg = load_config("fan_luo", "")
+  with pytest.raises(ValueError, match="config.perceptual.weights"):
+    train.Setup(cfg, parallel.make_mesh())
+
+
+def test_chrysos2019_without_stage1_checkpoint_is_explained(tmp_path):
+  cfg = load_config("chrysos2019", "tiny")
+  cfg.model.hourglass_checkpoint = str(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match="hourglass"):
+    train.Setup(cfg, parallel.make_mesh()).init_state()
