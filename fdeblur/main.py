@@ -52,6 +52,10 @@ def main(argv):
   state = None
   if _MODE.value == "train":
     state = train.train(config, workdir)
+    if int(state.step) < config.train.num_steps:  # preempted (SIGTERM): checkpoint saved
+      logging.warning("Stopped at step %d of %d; rerun the same command to resume.",
+                      int(state.step), config.train.num_steps)
+      return
   results = evaluate.evaluate(config, workdir, state)
   if jax.process_index() == 0:
     m = results["mean"]

@@ -79,3 +79,22 @@ def test_two_processes_train_on_one_global_batch(data_dir, tmp_path):
   loss = [l.split("loss ")[1].split(" ")[0] for l in lines]
   assert loss[0] == loss[1]
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+  workdir = tmp_path / "preempted"
+  proc = subprocess.Popen(
+      _cmd(workdir, data_dir, "--config.train.num_steps=100000", "--config.train.log_every=1",
+           "--config.train.checkpoint_every=3"),
+      cwd=ROOT, env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 240
+  while not (workdir / "checkpoints" / "3").exists() and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode == 0, out[-2000:]
+  steps = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  last = max(_log(workdir))
+  assert steps[-1] == last > 3  # the step it stopped at was saved
+  assert "rerun the same command to resume" in out
+  assert not (workdir / "report.md").exists()  # no evaluation of an unfinished run
