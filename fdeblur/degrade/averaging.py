@@ -187,22 +187,21 @@ def vla_stops(frames: jax.Array, *, boxes: jax.Array | None = None,
     iou = jnp.ones((b, radii.size), jnp.float32)
   overlap = iou < min_iou
 
-  # Running average of the growing window, by a scan over r (memory of one frame per sample).
-  lin = inverse_response(frames, kind, gamma)
+  # Running average of the growing window, by a scan over r (one frame of memory per sample; the
+  # frames are read in place, in display values, and linearised one at a time).
   sharp = frames[:, m].astype(jnp.float32)
-  pairs = jnp.stack([lin[:, first], lin[:, last]], axis=2)  # [B, R+1, 2, H, W, C]
-  pairs = pairs * jnp.asarray(np.where(radii == 0, 0.5, 1.0), jnp.float32)[None, :, None, None,
-                                                                            None, None]
 
-  def body(acc, inp):
-    x, count = inp
-    acc = acc + x[:, 0] + x[:, 1]
-    avg = response(acc / count, kind, gamma)
+  def body(acc, r):
+    lo = inverse_response(jax.lax.dynamic_index_in_dim(frames, m - r, 1, keepdims=False), kind,
+                          gamma)
+    hi = inverse_response(jax.lax.dynamic_index_in_dim(frames, m + r, 1, keepdims=False), kind,
+                          gamma)
+    acc = acc + jnp.where(r == 0, 0.5, 1.0) * (lo + hi)
+    avg = response(acc / (2 * r + 1).astype(jnp.float32), kind, gamma)
     mse = jnp.mean((avg - sharp) ** 2, axis=(1, 2, 3))
     return acc, 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-20))
 
-  counts = jnp.asarray(2 * radii + 1, jnp.float32)
-  _, psnr = jax.lax.scan(body, jnp.zeros_like(sharp), (jnp.swapaxes(pairs, 0, 1), counts))
+  _, psnr = jax.lax.scan(body, jnp.zeros_like(sharp), jnp.arange(m + 1))
   psnr = psnr.T  # [B, R+1]
   quality = psnr < min_psnr
 
