@@ -1,0 +1,114 @@
+"""launch/: the scripts parse, fail early naming a missing variable (never reaching gcloud, kubectl
+or srun), the JobSet renders to valid YAML, and local.sh runs a real 2-process x 2-device training."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+LAUNCH = os.path.join(ROOT, "launch")
+SCRIPTS = ["local.sh", "tpu_vm.sh", "gke.sh", "slurm.sbatch"]
+BASH = shutil.which("bash")
+
+
+def _empty_env_run(script, env=None, *args, path=""):
+  """The script under an empty environment; PATH="" so that no external tool can be reached."""
+  return subprocess.run([BASH, os.path.join(LAUNCH, script), *args], env={"PATH": path, **(env or {})},
+                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_every_launch_file_parses():
+  found = sorted(f for f in os.listdir(LAUNCH) if f.endswith((".sh", ".sbatch")))
+  assert set(SCRIPTS) <= set(found)
+  for name in found:
+    r = subprocess.run([BASH, "-n", os.path.join(LAUNCH, name)], capture_output=True, text=True)
+    assert r.returncode == 0, f"{name}: {r.stderr}"
+  with open(os.path.join(LAUNCH, "gke_jobset.yaml")) as f:
+    jobset = yaml.safe_load(f)
+  assert jobset["kind"] == "JobSet" and jobset["apiVersion"].startswith("jobset.x-k8s.io/")
+  pod = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+  assert "--process_id=$(JOB_COMPLETION_INDEX)" in pod["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("script,env,missing", [
+    ("local.sh", {}, "CONFIG"),
+    ("local.sh", {"CONFIG": "configs/quickstart.py:tiny"}, "WORKDIR"),
+    ("tpu_vm.sh", {}, "TPU_NAME"),
+    ("tpu_vm.sh", {"TPU_NAME": "t", "ZONE": "z", "CONFIG": "c"}, "WORKDIR"),
+    ("slurm.sbatch", {}, "CONFIG"),
+    ("slurm.sbatch", {"CONFIG": "c"}, "WORKDIR"),
+    ("gke.sh", {}, "IMAGE"),
+    ("gke.sh", {"IMAGE": "i", "CONFIG": "c", "WORKDIR": "gs://b/w", "NUM_WORKERS": "2",
+                "ACCELERATOR": "tpu"}, "TPU_ACCELERATOR"),
+])
+def test_a_missing_variable_fails_early_and_names_it(script, env, missing):
+  r = _empty_env_run(script, env)
+  assert r.returncode != 0
+  assert missing in r.stderr, r.stderr
+
+
+def test_workers_without_shared_storage_are_refused():
+  r = _empty_env_run("tpu_vm.sh", {"TPU_NAME": "t", "ZONE": "z", "CONFIG": "c",
+                                   "WORKDIR": "/tmp/run"})
+  assert r.returncode != 0 and "gs://" in r.stderr
+  r = _empty_env_run("slurm.sbatch", {"CONFIG": "c", "WORKDIR": "/shared/run"})
+  assert r.returncode != 0 and "sbatch" in r.stderr  # not inside a SLURM job: srun not reached
+
+
+def test_gke_jobset_renders_for_tpu_and_gpu(tmp_path):
+  bin_dir = tmp_path / "bin"  # only what the dry run needs: no kubectl
+  bin_dir.mkdir()
+  for tool, target in (("python3", sys.executable), ("dirname", shutil.which("dirname"))):
+    os.symlink(target, bin_dir / tool)
+  base = {"IMAGE": "img:1", "CONFIG": "configs/fan_luo.py:wgan_gp,tiny", "WORKDIR": "gs://b/run",
+          "NUM_WORKERS": "4", "DRY_RUN": "1", "DATA_DIR": "gs://b/tfds"}
+  tpu = dict(base, ACCELERATOR="tpu", TPU_ACCELERATOR="tpu-v5-lite-podslice", TPU_TOPOLOGY="4x4")
+  gpu = dict(base, ACCELERATOR="gpu", GPU_TYPE="nvidia-h100-80gb")
+  for env, resource, chips in ((tpu, "google.com/tpu", 4), (gpu, "nvidia.com/gpu", 8)):
+    r = _empty_env_run("gke.sh", env, "--config.train.batch_size=64", path=str(bin_dir))
+    assert r.returncode == 0, r.stderr
+    jobset = yaml.safe_load(r.stdout)
+    job = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]
+    assert job["parallelism"] == job["completions"] == 4
+    pod = job["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {resource: chips}
+    assert pod["containers"][0]["args"] == [
+        "--config=configs/fan_luo.py:wgan_gp,tiny", "--workdir=gs://b/run",
+        "--coordinator_address=fdeblur-workers-0-0.fdeblur:8476", "--num_processes=4",
+        "--process_id=$(JOB_COMPLETION_INDEX)", "--config.dataset.data_dir=gs://b/tfds",
+        "--config.train.batch_size=64"]
+
+
+def _local(workdir, *args, timeout=600):
+  env = dict(os.environ, CONFIG="configs/quickstart.py:tiny", WORKDIR=str(workdir),
+             NUM_PROCESSES="2", DEVICES_PER_PROCESS="2", PYTHON=sys.executable)
+  return subprocess.run([BASH, os.path.join(LAUNCH, "local.sh"), *args], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_local_sh_two_processes_two_devices_train_one_global_batch(data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  r = _local(workdir, f"--config.dataset.data_dir={data_dir}", "--config.eval.every=0",
+             "--config.train.num_steps=2", "--config.train.log_every=1",
+             "--config.train.checkpoint_every=100")
+  out = r.stdout + r.stderr
+  assert r.returncode == 0, out[-4000:]
+  lines = {i: [l for l in out.splitlines() if l.startswith(f"[p{i}] ")] for i in range(2)}
+  for i in range(2):
+    text = "\n".join(lines[i])
+    assert f"process {i} of 2" in text and "mesh of 4 devices" in text, text[-2000:]
+  # Both processes report the same global step and loss.
+  last = [[l for l in lines[i] if "step 2/2" in l][-1] for i in range(2)]
+  loss = [l.split("loss ")[1].split(" ")[0] for l in last]
+  assert loss[0] == loss[1], last
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]  # one checkpoint, the last step
+
+
+def test_local_sh_propagates_a_failure(tmp_path):
+  r = _local(tmp_path / "bad", "--config.train.no_such_key=1", timeout=120)
+  assert r.returncode != 0
+  assert "[p0]" in r.stdout and "[p1]" in r.stdout and "no_such_key" in r.stdout
