@@ -68,15 +68,11 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tiny_config, tmp_path
   resumed = train.train(tiny_config, str(tmp_path / "split"))
   assert int(resumed.step) == 4
   assert sorted(os.listdir(tmp_path / "split" / "checkpoints")) == ["2", "4"]
-  # Same function after the same 4 steps (see the sharded test on why raw params are not
-  # compared), and the same optimiser step count.
-  nets = networks.Networks.generator(tiny_config)
-  probe = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
-  outs = [nets.apply(jax.device_get(s.params), jax.device_get(s.model_state), probe,
-                     train=False)[0] for s in (straight, resumed)]
-  # (1e-4: the resumed process compiles its own step; Adam's first steps magnify round-off
-  # differences of near-zero gradients. A wrong resume moves outputs by ~1e-2.)
-  np.testing.assert_allclose(outs[0], outs[1], atol=1e-4)
+  # Resuming is exact: the checkpoint round trip is bit-exact and batch i is a pure function of
+  # (seed, i), so the resumed run ends with the very same parameters.
+  for a, b in zip(jax.tree.leaves(jax.device_get(straight.params)),
+                  jax.tree.leaves(jax.device_get(resumed.params))):
+    np.testing.assert_array_equal(a, b)
   assert int(straight.opt_state[0].count) == int(resumed.opt_state[0].count) == 4
 
 
