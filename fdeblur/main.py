@@ -2,6 +2,8 @@
 
   --mode=train     train (resuming from the workdir's latest checkpoint), then evaluate
   --mode=evaluate  evaluate the workdir's latest checkpoint
+  --mode=evaluate --compare=DIR1,DIR2,...  evaluate the latest checkpoints of several workdirs
+                   on the same test data and blur; one side-by-side report in --workdir
 Any config value can be overridden: --config.train.num_steps=100.
 """
 import logging as logging_std
@@ -16,6 +18,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
                           "train: train then evaluate; evaluate: latest checkpoint only.")
+_COMPARE = flags.DEFINE_list(
+    "compare", [], "With --mode=evaluate: workdirs whose latest checkpoints are evaluated side by "
+    "side (compare.md in --workdir).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "host:port of process 0 for a multi-process run (jax.distributed)."
     " Empty with --multihost: detect the cluster (Cloud TPU, SLURM, GKE).")
@@ -49,6 +54,13 @@ def main(argv):
   workdir = _WORKDIR.value
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
+  if _COMPARE.value:
+    if _MODE.value != "evaluate":
+      raise app.UsageError("--compare needs --mode=evaluate")
+    evaluate.compare(config, _COMPARE.value, workdir)
+    if jax.process_index() == 0:
+      print(f"comparison: {os.path.join(os.path.abspath(workdir), 'compare.md')}")
+    return
   state = None
   if _MODE.value == "train":
     state = train.train(config, workdir)

@@ -1,0 +1,185 @@
+"""Faces with dlib (the optional `[faces]` extra: dlib-bin + face-recognition-models, whose wheels
+ship the weights; nothing is downloaded): HOG and CNN (MMOD) detectors with confidences, the
+68-point shape predictor, the 128-d ResNet identity embedding. Plus the crop / paste-back
+geometry of the deblur command (OpenCV only).
+
+Boxes are (x, y, w, h) floats in pixels; points are (x, y), 0-based; images RGB uint8.
+"""
+import functools
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+
+from input_pipeline import faces_crop
+
+INSTALL_HINT = ("pip install 'fdeblur[faces]' (dlib-bin==20.0.1.post1 "
+                "face-recognition-models==0.3.0)")
+MODEL_FILES = {
+    "cnn": "mmod_human_face_detector.dat",
+    "landmarks68": "shape_predictor_68_face_landmarks.dat",
+    "landmarks5": "shape_predictor_5_face_landmarks.dat",
+    "embedding": "dlib_face_recognition_resnet_model_v1.dat",
+}
+
+
+class FacesUnavailable(ImportError):
+  """The `[faces]` extra is missing (or its model files are)."""
+
+
+def models_dir() -> str:
+  """face_recognition_models' `models/` folder, found without importing the package (its
+  __init__ imports pkg_resources, gone in setuptools >= 81)."""
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is None or not spec.submodule_search_locations:
+    raise FacesUnavailable(f"face_recognition_models is not installed: {INSTALL_HINT}")
+  return os.path.join(list(spec.submodule_search_locations)[0], "models")
+
+
+def model_path(name: str) -> str:
+  path = os.path.join(models_dir(), MODEL_FILES[name])
+  if not os.path.isfile(path):
+    raise FacesUnavailable(f"{path} is missing; reinstall: {INSTALL_HINT}")
+  return path
+
+
+def _dlib():
+  try:
+    import dlib  # noqa: PLC0415
+  except ImportError as e:
+    raise FacesUnavailable(f"dlib is not installed: {INSTALL_HINT}") from e
+  return dlib
+
+
+def available() -> bool:
+  """True when dlib and the model files are installed."""
+  try:
+    _dlib()
+    for name in MODEL_FILES:
+      model_path(name)
+  except FacesUnavailable:
+    return False
+  return True
+
+
+def _rect(dlib, box):
+  x, y, w, h = box
+  return dlib.rectangle(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
+
+
+def _box(rect):
+  return (float(rect.left()), float(rect.top()), float(rect.width()), float(rect.height()))
+
+
+class Dlib:
+  """Lazily loaded dlib models (each file is read on first use, once per process)."""
+
+  def __init__(self):
+    self.dlib = _dlib()
+    models_dir()
+
+  @functools.cached_property
+  def hog(self):
+    return self.dlib.get_frontal_face_detector()
+
+  @functools.cached_property
+  def cnn(self):
+    return self.dlib.cnn_face_detection_model_v1(model_path("cnn"))
+
+  @functools.cached_property
+  def predictor68(self):
+    return self.dlib.shape_predictor(model_path("landmarks68"))
+
+  @functools.cached_property
+  def encoder(self):
+    return self.dlib.face_recognition_model_v1(model_path("embedding"))
+
+  def detect(self, image, method: str = "hog", upsample: int = 1):
+    """[(box, confidence)], most confident first. HOG: SVM score (threshold 0); CNN: MMOD
+    confidence."""
+    image = np.ascontiguousarray(image)
+    if method == "hog":
+      rects, scores, _ = self.hog.run(image, upsample, 0.0)
+      found = [(_box(r), float(s)) for r, s in zip(rects, scores)]
+    elif method == "cnn":
+      found = [(_box(d.rect), float(d.confidence)) for d in self.cnn(image, upsample)]
+    else:
+      raise ValueError(f"unknown detector {method!r} (hog | cnn)")
+    return sorted(found, key=lambda f: -f[1])
+
+  def shape(self, image, box):
+    return self.predictor68(np.ascontiguousarray(image), _rect(self.dlib, box))
+
+  def landmarks(self, image, box) -> np.ndarray:
+    """68 points [68, 2] (x, y) inside `box`."""
+    return np.array([[p.x, p.y] for p in self.shape(image, box).parts()], np.float32)
+
+  def embedding(self, image, box) -> np.ndarray:
+    """128-d identity embedding of the face in `box` (aligned by its 68 points)."""
+    image = np.ascontiguousarray(image)
+    return np.array(self.encoder.compute_face_descriptor(image, self.shape(image, box)),
+                    np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> Dlib:
+  """The process-wide dlib models; raises FacesUnavailable with the install command."""
+  return Dlib()
+
+
+def detect(image, method: str = "haar", upsample: int = 1):
+  """[(box, confidence)] with any detector: haar (OpenCV, no extra; confidence 1), hog, cnn."""
+  if method == "haar":
+    return [(tuple(b), 1.0) for b in faces_crop.detect_faces_scaled(image)]
+  return load().detect(image, method, upsample)
+
+
+# --- crop and paste back (the deblur command) ---------------------------------------------------
+
+def crop_face(image, box, margin: float, size: int):
+  """Square crop of side margin x max(w, h) around the box centre, resized to size x size, as the
+  dataset builders crop (input_pipeline.datasets.common.align); returns (crop, 2x3 matrix from
+  image to crop coordinates)."""
+  center_x, center_y, side = faces_crop.alignment_from_box(box, margin)
+  mat = faces_crop.crop_matrix((center_x, center_y), side, size)
+  return faces_crop.warp(image, mat, size), mat
+
+
+def feather_mask(size: int, feather: float = 0.15) -> np.ndarray:
+  """[size, size] float32 weights: 1 in the centre, falling linearly to 0 over `feather` x size
+  pixels at each border (0 exactly on the outermost pixels)."""
+  ramp = max(1.0, feather * size)
+  d = np.arange(size, dtype=np.float32)
+  edge = np.minimum(d, size - 1 - d)  # distance to the nearest border, pixels
+  w = np.clip(edge / ramp, 0.0, 1.0)
+  return np.minimum(w[:, None], w[None, :])
+
+
+def paste_back(image, crop, mat, feather: float = 0.15):
+  """Blends `crop` (uint8 or float in [0, 1], size x size) back into `image` (uint8) through the
+  inverse of `mat` with a feathered mask. Pixels outside the warped mask's support are returned
+  unchanged (bit-exact); returns a new uint8 image."""
+  size = crop.shape[0]
+  if crop.dtype != np.uint8:
+    crop = np.clip(np.asarray(crop, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+  h, w = image.shape[:2]
+  inv = cv2.invertAffineTransform(np.asarray(mat, np.float64))
+  warped = cv2.warpAffine(crop, inv, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+  mask = cv2.warpAffine(feather_mask(size, feather), inv, (w, h), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+  if warped.ndim == 2:
+    warped = warped[..., None]
+  m = mask[..., None]
+  out = image.astype(np.float32) * (1.0 - m) + warped.reshape(image.shape).astype(np.float32) * m
+  out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+  return np.where(m > 0, out, image)
+
+
+def pasted_region(shape, mat, size: int, feather: float = 0.15) -> np.ndarray:
+  """bool [H, W]: the pixels paste_back may change for a crop of `mat` (the mask's support)."""
+  inv = cv2.invertAffineTransform(np.asarray(mat, np.float64))
+  mask = cv2.warpAffine(feather_mask(size, feather), inv, (shape[1], shape[0]),
+                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+  return mask > 0

@@ -1,0 +1,142 @@
+"""--mode=evaluate: protocols x rows (model, blurred, oracle), report tables and plots."""
+import json
+import os
+import shutil
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdeblur import evaluate, faces, train
+
+
+def _png_ok(path):
+  with Image.open(path) as im:
+    im.load()
+    assert im.size[0] > 50 and im.size[1] > 50
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+  from conftest import load_config
+  cfg = load_config("quickstart")
+  cfg.dataset.data_dir = data_dir
+  cfg.train.num_steps = 2
+  cfg.eval.every = 0
+  workdir = str(tmp_path_factory.mktemp("eval_run"))
+  train.train(cfg, workdir)
+  return cfg, workdir
+
+
+def test_report_protocols_oracle_and_plots(trained):
+  cfg, workdir = trained
+  cfg.eval.protocols = "gaussian,motion"
+  results = evaluate.evaluate(cfg, workdir)
+  assert list(results["protocols"]) == ["gaussian", "motion"]
+  for name, p in results["protocols"].items():
+    oracle = p["rows"]["oracle"]
+    assert np.isinf(oracle["psnr"]) and oracle["ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert np.isfinite(p["rows"]["blurred"]["psnr"]) and np.isfinite(p["rows"]["model"]["psnr"])
+    if results["faces"]:  # the oracle is the ground truth's own image: perfect
+      assert oracle["landmark_auc"] == pytest.approx(1.0) and oracle["landmark_failure"] == 0.0
+      assert oracle["identity"] == pytest.approx(1.0, abs=1e-5)
+      assert 0.0 <= p["rows"]["blurred"]["landmark_auc"] <= 1.0
+      assert -1.0 <= p["rows"]["model"]["identity"] <= 1.0
+  # The protocols differ, and each is reproducible (fixed seed).
+  g, m = results["protocols"]["gaussian"]["rows"], results["protocols"]["motion"]["rows"]
+  assert g["blurred"]["psnr"] != m["blurred"]["psnr"]
+  assert results["mean"]["blurred"]["psnr"] == g["blurred"]["psnr"]
+  report = open(os.path.join(workdir, "report.md")).read()
+  for name in ("gaussian", "motion"):
+    assert f"| {name} | oracle (sharp) | ∞ | 1.0000 |" in report
+    assert f"| {name} | blurred input | {results['protocols'][name]['rows']['blurred']['psnr']:.2f} |" in report
+    assert f"| {name} | {cfg.model.name} | " in report
+    assert f"## {name}:" in report
+  assert "| oracle (sharp) | ∞ | 1.0000 |" in report
+  saved = json.load(open(os.path.join(workdir, "metrics.json")))
+  assert saved["protocols"]["motion"]["rows"]["blurred"]["psnr"] == pytest.approx(
+      m["blurred"]["psnr"])
+  _png_ok(os.path.join(workdir, "samples.png"))
+  _png_ok(os.path.join(workdir, "samples_motion.png"))
+  if results["faces"]:
+    for name in ("gaussian", "motion"):
+      _png_ok(os.path.join(workdir, f"ced_{name}.png"))
+      _png_ok(os.path.join(workdir, f"identity_{name}.png"))
+    assert "landmark AUC@0.08" in report
+
+
+def test_without_face_metrics_the_report_says_how_to_get_them(trained, tmp_path):
+  cfg, workdir = trained
+  cfg.eval.protocols = "training"
+  cfg.eval.faces = "none"
+  out = str(tmp_path / "copy")
+  shutil.copytree(workdir, out)
+  results = evaluate.evaluate(cfg, out)
+  assert not results["faces"] and "landmark_auc" not in results["protocols"]["training"]["rows"]["model"]
+  report = open(os.path.join(out, "report.md")).read()
+  assert "fdeblur[faces]" in report and "| training | oracle (sharp) | ∞ | 1.0000 |" in report
+
+
+def test_compare_puts_checkpoints_side_by_side(trained, tmp_path):
+  cfg, workdir = trained
+  cfg.eval.protocols = "gaussian"
+  cfg.eval.faces = "none"
+  other = str(tmp_path / "other")
+  shutil.copytree(workdir, other)
+  out = str(tmp_path / "cmp")
+  result = evaluate.compare(cfg, [workdir, other], out)
+  assert len(result["checkpoints"]) == 2
+  a, b = (c["results"]["protocols"]["gaussian"]["rows"]["model"]["psnr"]
+          for c in result["checkpoints"])
+  assert a == pytest.approx(b)  # the same weights on the same blur
+  text = open(os.path.join(out, "compare.md")).read()
+  assert f"| {os.path.basename(workdir)} (deblurgan, step 2) |" in text
+  assert "| other (deblurgan, step 2) |" in text and "| oracle (sharp) | ∞ |" in text
+
+
+def test_protocol_names_are_checked(tiny_config):
+  tiny_config.eval.protocols = "pravg7"
+  with pytest.raises(ValueError, match="clip dataset"):
+    evaluate.protocols(tiny_config)
+  tiny_config.eval.protocols = "nonsense"
+  with pytest.raises(ValueError, match="unknown evaluation protocol"):
+    evaluate.protocols(tiny_config)
+  tiny_config.eval.protocols = ""
+  assert evaluate.protocols(tiny_config)[:3] == ["training", "gaussian", "motion"]
+  tiny_config.dataset.clip_length = 9
+  names = evaluate.protocols(tiny_config)
+  assert "pravg7" in names and "pravg9" in names and "pravg11" not in names and "vla" in names
+  blur = evaluate.protocol_blur(tiny_config, "pravg9")
+  assert blur.pravg_prob == 1.0 and blur.gaussian_prob == 0.0 and tuple(blur.pravg_lengths) == (9,)
+  assert tiny_config.blur.gaussian_prob > 0  # the config itself is untouched
+
+
+def test_pravg_blur_of_clips_is_the_frame_average(tiny_config):
+  tiny_config.dataset.clip_length = 7
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, size=(2, 7, 16, 16, 3)).astype(np.uint8)
+  blur = evaluate.protocol_blur(tiny_config, "pravg7")
+  blur.camera_response = "none"
+  blurry, sharp = evaluate.blur_test_clips(tiny_config, {"frames": frames}, blur)
+  np.testing.assert_allclose(sharp, frames[:, 3] / 255.0, atol=1e-6)
+  np.testing.assert_allclose(blurry, frames.mean(1) / 255.0, atol=1e-4)
+
+
+@pytest.mark.skipif(not faces.available(), reason="needs the [faces] extra (dlib)")
+def test_face_analysis_on_a_real_face_oracle_is_perfect():
+  import cv2
+  from skimage import data as skdata
+  crop = skdata.astronaut()[30:270, 100:340]
+  img = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)[None]
+  data = {"image": img}
+  an = evaluate.FaceAnalysis(ml_collections.ConfigDict({"dataset": {"margin": 1.6}}), data)
+  sharp = img.astype(np.float32) / 255.0
+  res = an.analyse(sharp)
+  assert res["landmarks"].shape == (1, 68, 2) and res["embedding"].shape == (1, 128)
+  assert res["detected"][0]  # the astronaut's face is found at 256px
+  gt = an.ground_truth(res)
+  summary, err, ident = evaluate._face_rows(res, gt, res["embedding"])
+  assert err[0] == 0.0 and summary["landmark_auc"] == pytest.approx(1.0)
+  assert ident[0] == pytest.approx(1.0, abs=1e-5)
+
