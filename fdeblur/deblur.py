@@ -1,0 +1,311 @@
+"""Deblur the faces in photos, folders and videos with a trained checkpoint.
+
+  python -m fdeblur.deblur --checkpoint WORKDIR INPUT... --out DIR [--faces-only]
+
+Every face is detected, cropped as the training data was (a square of `margin` x the detector
+box, resized to config.dataset.image_size), deblurred in batches on the device and pasted back
+with a feathered mask; the rest of the picture is left untouched. Inputs are image files, video
+files (re-encoded as .mp4, no audio) or folders of them. Outputs go to --out, keeping the input
+names (folders keep their layout); inputs are never overwritten. Bad or face-less inputs are
+skipped and listed at the end; the exit code is 0 when at least one input succeeded.
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+class UsageError(Exception):
+  pass
+
+
+@dataclasses.dataclass
+class Job:
+  path: str  # input file
+  out: str  # output file (image or video), or folder of crops with --faces-only
+  kind: str  # image | video
+
+
+def _ext(path):
+  return os.path.splitext(path)[1].lower()
+
+
+def plan(inputs, out_dir: str, faces_only: bool = False) -> tuple[list[Job], list[tuple[str, str]]]:
+  """Input files and their outputs; (jobs, skipped [(path, reason)]). Raises UsageError when an
+  output would be an input (or the output folder is an input)."""
+  jobs, skipped = [], []
+  out_dir = os.path.abspath(out_dir)
+  real_inputs = {os.path.realpath(p) for p in inputs}
+  if os.path.realpath(out_dir) in real_inputs:
+    raise UsageError(f"--out {out_dir} is one of the inputs: choose another output folder")
+
+  def add(path, rel):
+    ext = _ext(path)
+    kind = "video" if ext in VIDEO_EXTS else "image"
+    stem = os.path.splitext(rel)[0]
+    if faces_only:
+      out = os.path.join(out_dir, stem + "_faces")
+    elif kind == "video":
+      out = os.path.join(out_dir, stem + ".mp4")
+    else:
+      out = os.path.join(out_dir, rel)
+    jobs.append(Job(path, out, kind))
+
+  for p in inputs:
+    if os.path.isdir(p):
+      base = os.path.basename(os.path.normpath(p))
+      found = False
+      for root, dirs, files in os.walk(p):
+        dirs.sort()
+        if os.path.realpath(root).startswith(os.path.realpath(out_dir) + os.sep) or \
+            os.path.realpath(root) == os.path.realpath(out_dir):
+          continue  # never read our own outputs back
+        for name in sorted(files):
+          full = os.path.join(root, name)
+          if _ext(name) in IMAGE_EXTS + VIDEO_EXTS:
+            add(full, os.path.join(base, os.path.relpath(full, p)))
+            found = True
+      if not found:
+        skipped.append((p, "folder without images or videos"))
+    elif os.path.isfile(p):
+      add(p, os.path.basename(p))
+    else:
+      skipped.append((p, "no such file or folder"))
+  real_all = real_inputs | {os.path.realpath(j.path) for j in jobs}
+  for j in jobs:
+    if os.path.realpath(j.out) in real_all:
+      raise UsageError(f"output {j.out} would overwrite the input {j.path}: choose another --out")
+  seen = {}
+  for j in jobs:
+    if j.out in seen:
+      raise UsageError(f"inputs {seen[j.out]} and {j.path} would both write {j.out}")
+    seen[j.out] = j.path
+  return jobs, skipped
+
+
+class Deblurrer:
+  """A checkpoint's generator and the crop geometry of its dataset."""
+
+  def __init__(self, checkpoint: str, config_path: str = "", detector: str = "haar",
+               margin: float = 0.0, feather: float = 0.15, batch_size: int = 0):
+    from fdeblur import evaluate, networks, train  # pylint: disable=import-outside-toplevel
+    workdir = checkpoint
+    if os.path.basename(os.path.normpath(checkpoint)) == "checkpoints":
+      workdir = os.path.dirname(os.path.normpath(checkpoint))
+    self.config = load_config(workdir, config_path)
+    if batch_size:
+      self.config.eval.batch_size = batch_size
+    self.state = train.restore_for_evaluation(self.config, workdir)
+    self.nets = networks.Networks.generator(self.config)
+    self._deblur_batches = evaluate.deblur_batches
+    self.size = int(self.config.dataset.image_size)
+    self.margin = margin or float(self.config.dataset.get("margin", 1.6) or 1.6)
+    self.detector, self.feather = detector, feather
+    if detector != "haar":
+      from fdeblur import faces  # pylint: disable=import-outside-toplevel
+      faces.load()  # fail now with the install hint
+
+  def crops(self, image):
+    """[(box, confidence, crop uint8, matrix)] for every face in an RGB image."""
+    from fdeblur import faces  # pylint: disable=import-outside-toplevel
+    out = []
+    for box, conf in faces.detect(image, self.detector):
+      crop, mat = faces.crop_face(image, box, self.margin, self.size)
+      out.append((box, conf, crop, mat))
+    return out
+
+  def run(self, crops_u8: list) -> list:
+    """Deblurs uint8 crops (any number) in device batches; float [0, 1] outputs."""
+    if not crops_u8:
+      return []
+    x = np.stack(crops_u8).astype(np.float32) / 255.0
+    return list(np.clip(self._deblur_batches(self.config, self.nets, self.state, x), 0.0, 1.0))
+
+  def paste(self, image, faces_found, outputs):
+    from fdeblur import faces  # pylint: disable=import-outside-toplevel
+    for (_, _, _, mat), out in zip(faces_found, outputs):
+      image = faces.paste_back(image, out, mat, self.feather)
+    return image
+
+
+def load_config(workdir: str, config_path: str = ""):
+  """--config (configs/NAME.py[:variant]) if given, else the workdir's config.json."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  if config_path:
+    import importlib.util  # pylint: disable=import-outside-toplevel
+    path, _, variant = config_path.partition(":")
+    spec = importlib.util.spec_from_file_location("fdeblur_user_config", path)
+    if spec is None or not os.path.isfile(path):
+      raise UsageError(f"--config {path}: no such file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise UsageError(f"{workdir} has no config.json: pass --config configs/NAME.py[:variant] "
+                     "(the config it was trained with)")
+  from fdeblur.evaluate import _tuples  # pylint: disable=import-outside-toplevel
+  with open(path) as f:
+    return ml_collections.ConfigDict(_tuples(json.load(f)))
+
+
+def _read_image(path):
+  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  if image is None:
+    return None
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _write_image(path, rgb):
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+    raise OSError(f"could not write {path}")
+
+
+def _write_crops(folder, prefix, outputs):
+  for k, out in enumerate(outputs):
+    _write_image(os.path.join(folder, f"{prefix}face{k}.png"),
+                 np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def process_image(d: Deblurrer, job: Job, faces_only: bool) -> dict:
+  image = _read_image(job.path)
+  if image is None:
+    raise ValueError("not a readable image")
+  found = d.crops(image)
+  if not found:
+    raise ValueError("no face found")
+  outputs = d.run([c for _, _, c, _ in found])
+  if faces_only:
+    _write_crops(job.out, "", outputs)
+  else:
+    _write_image(job.out, d.paste(image, found, outputs))
+  return {"faces": [{"box": [float(v) for v in b], "confidence": float(c),
+                     "matrix": np.asarray(m).tolist()} for b, c, _, m in found]}
+
+
+def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, progress=None) -> dict:
+  cap = cv2.VideoCapture(job.path)
+  if not cap.isOpened():
+    raise ValueError("not a readable video")
+  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+  total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+  writer, frames_done, faces_total = None, 0, 0
+  tmp_out = job.out + ".part.mp4"
+  bar = progress(total=total or None, desc=os.path.basename(job.path), leave=False,
+                 unit="frame") if progress else None
+  try:
+    while True:
+      frames = []
+      for _ in range(chunk):
+        ok, bgr = cap.read()
+        if not ok:
+          break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+      if not frames:
+        break
+      found = [d.crops(f) for f in frames]
+      outputs = d.run([c for fs in found for _, _, c, _ in fs])
+      k = 0
+      for t, (frame, fs) in enumerate(zip(frames, found)):
+        outs, k = outputs[k:k + len(fs)], k + len(fs)
+        faces_total += len(fs)
+        if faces_only:
+          _write_crops(job.out, f"frame{frames_done + t:06d}_", outs)
+          continue
+        if writer is None:
+          os.makedirs(os.path.dirname(job.out) or ".", exist_ok=True)
+          h, w = frame.shape[:2]
+          writer = cv2.VideoWriter(tmp_out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+          if not writer.isOpened():
+            raise OSError(f"could not open a video writer for {job.out}")
+        writer.write(cv2.cvtColor(d.paste(frame, fs, outs), cv2.COLOR_RGB2BGR))
+      frames_done += len(frames)
+      if bar is not None:
+        bar.update(len(frames))
+  finally:
+    cap.release()
+    if writer is not None:
+      writer.release()
+    if bar is not None:
+      bar.close()
+  if frames_done == 0:
+    raise ValueError("not a readable video (no frame decoded)")
+  if faces_total == 0:
+    if os.path.exists(tmp_out):
+      os.remove(tmp_out)
+    raise ValueError(f"no face found in {frames_done} frames")
+  if not faces_only:
+    os.replace(tmp_out, job.out)
+  return {"frames": frames_done, "faces": faces_total}
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m fdeblur.deblur", description=__doc__.split(
+      "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos or folders")
+  parser.add_argument("--checkpoint", required=True, help="training workdir (with checkpoints/)")
+  parser.add_argument("--out", required=True, help="output folder")
+  parser.add_argument("--config", default="", help="configs/NAME.py[:variant] when the workdir "
+                      "has no config.json")
+  parser.add_argument("--faces-only", action="store_true", help="write the deblurred crops only")
+  parser.add_argument("--detector", default="haar", choices=("haar", "hog", "cnn"),
+                      help="haar: OpenCV (as the embedded dataset was cropped); hog/cnn: dlib "
+                      "(the [faces] extra)")
+  parser.add_argument("--margin", type=float, default=0.0,
+                      help="crop side / detector box side (default: the dataset's margin)")
+  parser.add_argument("--feather", type=float, default=0.15,
+                      help="width of the blending ramp, fraction of the crop side")
+  parser.add_argument("--batch-size", type=int, default=0, help="faces per device batch")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  args = parser.parse_args(argv)
+  try:
+    jobs, skipped = plan(args.inputs, args.out, args.faces_only)
+  except UsageError as e:
+    print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
+    return 2
+  if not jobs:
+    for path, reason in skipped:
+      print(f"skipped {path}: {reason}", file=sys.stderr)
+    print("fdeblur.deblur: nothing to do", file=sys.stderr)
+    return 1
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  try:
+    d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
+                  args.batch_size)
+  except (UsageError, FileNotFoundError, ImportError) as e:
+    print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
+    return 2
+  done, summary = [], {"outputs": {}, "skipped": {}}
+  for job in tqdm(jobs, desc="deblurring", unit="file", disable=args.quiet, file=sys.stderr):
+    try:
+      if job.kind == "video":
+        info = process_video(d, job, args.faces_only, progress=None if args.quiet else tqdm)
+      else:
+        info = process_image(d, job, args.faces_only)
+    except (ValueError, OSError, cv2.error) as e:
+      skipped.append((job.path, str(e)))
+      continue
+    done.append(job)
+    summary["outputs"][job.out] = dict(info, input=job.path)
+  summary["skipped"] = {p: r for p, r in skipped}
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "deblur_summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  faces_n = sum(len(v["faces"]) if isinstance(v["faces"], list) else v["faces"]
+                for v in summary["outputs"].values())
+  print(f"deblurred {len(done)} of {len(done) + len(skipped)} inputs ({faces_n} faces) into {os.path.abspath(args.out)}")
+  for path, reason in skipped:
+    print(f"skipped {path}: {reason}")
+  return 0 if done else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,118 @@
+"""The deblur command: two faces round trip, untouched background, bad inputs, refused outputs."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from fdeblur import deblur, faces, train
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, data_dir):
+  from conftest import load_config
+  cfg = load_config("quickstart")
+  cfg.dataset.data_dir = data_dir
+  cfg.train.num_steps = 2
+  cfg.eval.every = 0
+  path = str(tmp_path_factory.mktemp("deblur_run"))
+  train.train(cfg, path)
+  return path
+
+
+def _two_faces():
+  face = skdata.astronaut()[0:300, 90:390]  # Eileen Collins' face with context
+  return np.concatenate([face, face[:, ::-1]], axis=1)  # 300 x 600, two faces
+
+
+def _write(path, rgb):
+  cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def test_feather_mask_and_paste_back_leave_the_outside_alone():
+  m = faces.feather_mask(20, 0.2)
+  assert m[0].max() == 0 and m[:, 0].max() == 0 and m[10, 10] == 1.0 and m.shape == (20, 20)
+  image = np.random.default_rng(0).integers(0, 256, (50, 60, 3)).astype(np.uint8)
+  crop, mat = faces.crop_face(image, (20, 10, 20, 20), 1.5, 16)
+  out = faces.paste_back(image, np.zeros((16, 16, 3), np.float32), mat, 0.2)
+  region = faces.pasted_region(image.shape, mat, 16, 0.2)
+  assert region.any() and not region.all()
+  np.testing.assert_array_equal(out[~region], image[~region])
+  assert (out[region].astype(int) <= image[region].astype(int)).all()  # blended towards black
+  # Pasting the crop itself back changes the image very little.
+  same = faces.paste_back(image, crop, mat, 0.2)
+  assert np.abs(same.astype(int) - image.astype(int))[region].mean() < 40
+
+
+def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
+  src = tmp_path / "in"
+  src.mkdir()
+  image = _two_faces()
+  _write(src / "two.png", image)
+  _write(src / "noface.png", np.full((120, 160, 3), 128, np.uint8))
+  (src / "broken.jpg").write_bytes(b"not a jpeg")
+  out = tmp_path / "out"
+  rc = deblur.main(["--checkpoint", workdir, str(src / "two.png"), str(src / "noface.png"),
+                    str(src / "broken.jpg"), str(tmp_path / "missing.png"), "--out", str(out),
+                    "--quiet"])
+  assert rc == 0
+  summary = json.load(open(out / "deblur_summary.json"))
+  assert set(summary["skipped"]) == {str(src / "noface.png"), str(src / "broken.jpg"),
+                                     str(tmp_path / "missing.png")}
+  assert "no face" in summary["skipped"][str(src / "noface.png")]
+  assert "readable" in summary["skipped"][str(src / "broken.jpg")]
+  result = cv2.cvtColor(cv2.imread(str(out / "two.png")), cv2.COLOR_BGR2RGB)
+  assert result.shape == image.shape
+  found = summary["outputs"][str(out / "two.png")]["faces"]
+  assert len(found) >= 2
+  centres = sorted(f["box"][0] + f["box"][2] / 2 for f in found)
+  assert centres[0] < 300 < centres[-1]  # one face in each half
+  size = 32  # the tiny config's image_size: crops are 32 x 32
+  region = np.zeros(image.shape[:2], bool)
+  for f in found:
+    region |= faces.pasted_region(image.shape, np.array(f["matrix"]), size, 0.15)
+  assert region.mean() < 0.8
+  np.testing.assert_array_equal(result[~region], image[~region])  # outside: bit-exact
+  assert not np.array_equal(result[region], image[region])  # the faces went through the model
+  assert (src / "two.png").exists() and np.array_equal(
+      cv2.cvtColor(cv2.imread(str(src / "two.png")), cv2.COLOR_BGR2RGB), image)
+
+
+def test_faces_only_folder_and_video(workdir, tmp_path):
+  src = tmp_path / "folder"
+  src.mkdir()
+  image = _two_faces()
+  _write(src / "a.png", image)
+  video = src / "clip.avi"
+  w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (600, 300))
+  for t in range(3):
+    w.write(cv2.cvtColor(np.roll(image, 2 * t, axis=1), cv2.COLOR_RGB2BGR))
+  w.release()
+  out = tmp_path / "crops"
+  assert deblur.main(["--checkpoint", workdir, str(src), "--out", str(out), "--faces-only",
+                      "--quiet"]) == 0
+  crops = sorted(os.listdir(out / "folder" / "a_faces"))
+  assert len(crops) >= 2 and cv2.imread(str(out / "folder" / "a_faces" / crops[0])).shape == (32, 32, 3)
+  assert len(os.listdir(out / "folder" / "clip_faces")) >= 3
+  out2 = tmp_path / "video_out"
+  assert deblur.main(["--checkpoint", workdir, str(video), "--out", str(out2), "--quiet"]) == 0
+  cap = cv2.VideoCapture(str(out2 / "clip.mp4"))
+  n = 0
+  while cap.read()[0]:
+    n += 1
+  assert n == 3
+
+
+def test_output_equal_to_input_is_refused(workdir, tmp_path, capsys):
+  src = tmp_path / "in"
+  src.mkdir()
+  _write(src / "x.png", _two_faces())
+  before = (src / "x.png").read_bytes()
+  # --out is the input folder: the output would be the input file itself.
+  assert deblur.main(["--checkpoint", workdir, str(src / "x.png"), "--out", str(src)]) == 2
+  assert "overwrite" in capsys.readouterr().err
+  assert deblur.main(["--checkpoint", workdir, str(src), "--out", str(src)]) == 2
+  assert "is one of the inputs" in capsys.readouterr().err
+  assert (src / "x.png").read_bytes() == before
