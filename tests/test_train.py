@@ -100,6 +100,9 @@ def _ssim_numpy(a, b):
 
 def test_evaluate_writes_report_matching_numpy(tiny_config, tmp_path):
   workdir = str(tmp_path / "run")
+  # One protocol, no dlib: protocols and face metrics are tested in test_evaluate_report.py.
+  tiny_config.eval.protocols = "training"
+  tiny_config.eval.faces = "none"
   state = train.train(tiny_config, workdir)
   results = evaluate.evaluate(tiny_config, workdir)  # restores the checkpoint itself
   assert results["step"] == tiny_config.train.num_steps
