@@ -29,9 +29,6 @@ def get_config(variant: str = ""):
   c.train.decay_steps = 15_000
   c.train.decay_factor = 0.5
   c.train.num_steps = 70_000
-  c.train.log_every = 100
-  c.train.checkpoint_every = 5_000
-  c.eval.every = 5_000
   if "tiny" in tokens:
     config_lib.shrink_for_tests(c)
     c.model.width = 8

@@ -40,9 +40,6 @@ def get_config(variant: str = ""):
   c.train.b1 = 0.5
   c.train.batch_size = 16
   c.train.num_steps = 1_350_000
-  c.train.log_every = 100
-  c.train.checkpoint_every = 5_000
-  c.eval.every = 5_000
   if "tiny" in tokens:
     config_lib.shrink_for_tests(c, image_size=128)  # 8 stride-2 layers: multiples of 128
     c.model.ngf = 4

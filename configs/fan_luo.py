@@ -45,9 +45,6 @@ def get_config(variant: str = ""):
   c.train.schedule = "linear_decay"
   c.train.num_steps = 300_000  # DeblurGAN: 300 epochs of 1000 pairs (Fan & Luo's LFW set)
   c.train.decay_start = 150_000
-  c.train.log_every = 100
-  c.train.checkpoint_every = 5_000
-  c.eval.every = 5_000
   if "tiny" in tokens:
     config_lib.shrink_for_tests(c)
     c.model.ngf = 4

@@ -22,9 +22,6 @@ def get_config(variant: str = ""):
   c.train.learning_rate = 2.5e-4
   c.train.batch_size = 16
   c.train.num_steps = 200_000
-  c.train.log_every = 100
-  c.train.checkpoint_every = 5_000
-  c.eval.every = 5_000
   if "tiny" in tokens:
     config_lib.shrink_for_tests(c, image_size=64)  # the hourglass needs multiples of 64
     c.model.features = 8

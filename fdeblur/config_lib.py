@@ -104,14 +104,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.optimizer = "adam"
   c.train.schedule = "constant"
   c.train.ema_decay = 0.0  # > 0 keeps an EMA of the generator, used for evaluation
-  c.train.log_every = 50
-  c.train.checkpoint_every = 500
+  c.train.log_every = 100
+  c.train.checkpoint_every = 5_000
   c.train.keep_checkpoints = 3
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16
   c.eval.blur_seed = 1234  # fixed blur for evaluation: numbers are comparable across runs
-  c.eval.every = 0  # validation (PSNR/SSIM, image grid, best checkpoint) every N steps; 0 = off
+  c.eval.every = 5_000  # validation (PSNR/SSIM, image grid, best checkpoint) every N steps; 0 = off
   c.eval.num_validation = 32  # test-split images used for validation
   c.eval.num_sample_rows = 6
   return c
