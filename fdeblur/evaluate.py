@@ -15,7 +15,8 @@ Protocols (`config.eval.protocols`, comma-separated; absent or "" = the defaults
   pravg7 ... pravgL              PrAvg(L) frame averaging (clip datasets only)
   vla                            variable-length averaging (clip datasets only)
 Defaults: training, gaussian, motion, (trajectory when the config trains on it), and for clip
-datasets pravg7/9/11/15/21 (those that fit in the clip) and vla. Every protocol blurs example i
+datasets PrAvg(L) for L in config.blur.pravg_lengths (the paper's 7, 9, 11, 15, 21) that fit in
+the clip, and vla. Every protocol blurs example i
 with the key fold_in(PRNGKey(config.eval.blur_seed), i).
 
 Writes report.md (tables), metrics.json, samples.png (first protocol) and samples_<p>.png,
@@ -64,7 +65,8 @@ def protocols(config) -> list[str]:
     if config.blur.get("trajectory_prob", 0.0) > 0:
       names.append("trajectory")
     if clips:
-      names += [f"pravg{n}" for n in PRAVG_LENGTHS if n <= _clip_length(config)] + ["vla"]
+      lengths = tuple(config.blur.get("pravg_lengths", PRAVG_LENGTHS) or PRAVG_LENGTHS)
+      names += [f"pravg{n}" for n in lengths if n <= _clip_length(config)] + ["vla"]
   for name in names:
     if name not in ("training", "gaussian", "motion", "trajectory", "vla") and not (
         name.startswith("pravg") and name[5:].isdigit()):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdeblur import evaluate, faces, train
+from fdeblur import evaluate, faces, networks, train
 
 
 def _png_ok(path):
@@ -105,6 +105,7 @@ def test_protocol_names_are_checked(tiny_config):
   tiny_config.eval.protocols = ""
   assert evaluate.protocols(tiny_config)[:3] == ["training", "gaussian", "motion"]
   tiny_config.dataset.clip_length = 9
+  tiny_config.blur.pravg_lengths = (7, 9, 11, 15, 21)
   names = evaluate.protocols(tiny_config)
   assert "pravg7" in names and "pravg9" in names and "pravg11" not in names and "vla" in names
   blur = evaluate.protocol_blur(tiny_config, "pravg9")
@@ -140,3 +141,23 @@ def test_face_analysis_on_a_real_face_oracle_is_perfect():
   assert err[0] == 0.0 and summary["landmark_auc"] == pytest.approx(1.0)
   assert ident[0] == pytest.approx(1.0, abs=1e-5)
 
+
+
+def test_clip_dataset_pravg_and_vla_protocols(trained, video_data_dir):
+  from conftest import load_config
+  cfg_q, workdir = trained
+  cfg = load_config("chrysos2019")  # tiny: face_videos clips of 5 frames, PrAvg(3), PrAvg(5)
+  cfg.dataset.data_dir, cfg.dataset.manual_dir = video_data_dir
+  cfg.eval.faces = "none"
+  cfg.eval.batch_size = cfg_q.eval.batch_size
+  data = evaluate.load_test_data(cfg)
+  assert data["clips"]["frames"].shape[1:2] == (cfg.dataset.clip_length,)
+  state = train.restore_for_evaluation(cfg_q, workdir)  # any generator: fully convolutional
+  results, _ = evaluate.evaluate_state(cfg, networks.Networks.generator(cfg_q), state, data, False)
+  names = list(results["protocols"])
+  assert names[:3] == ["training", "gaussian", "motion"] and names[-3:] == ["pravg3", "pravg5", "vla"]
+  for p in results["protocols"].values():
+    assert np.isinf(p["rows"]["oracle"]["psnr"]) and np.isfinite(p["rows"]["blurred"]["psnr"])
+  # Averaging more frames of a moving face blurs more.
+  assert (results["protocols"]["pravg5"]["rows"]["blurred"]["psnr"]
+          < results["protocols"]["pravg3"]["rows"]["blurred"]["psnr"])
