@@ -4,7 +4,9 @@
 
 Every face is detected, cropped as the training data was (a square of `margin` x the detector
 box, resized to config.dataset.image_size), deblurred in batches on the device and pasted back
-with a feathered mask; the rest of the picture is left untouched. Inputs are image files, video
+with a feathered mask (by default only the model's change is added back, so a face larger than
+the model's resolution keeps its detail; `--paste replace` blends the crop itself); the rest of
+the picture is left untouched. Inputs are image files, video
 files (re-encoded as .mp4, no audio) or folders of them. Outputs go to --out, keeping the input
 names (folders keep their layout); inputs are never overwritten. Bad or face-less inputs are
 skipped and listed at the end; the exit code is 0 when at least one input succeeded.
@@ -94,7 +96,8 @@ class Deblurrer:
   """A checkpoint's generator and the crop geometry of its dataset."""
 
   def __init__(self, checkpoint: str, config_path: str = "", detector: str = "haar",
-               margin: float = 0.0, feather: float = 0.15, batch_size: int = 0):
+               margin: float = 0.0, feather: float = 0.15, batch_size: int = 0,
+               paste: str = "residual"):
     from fdeblur import evaluate, networks, train  # pylint: disable=import-outside-toplevel
     workdir = checkpoint
     if os.path.basename(os.path.normpath(checkpoint)) == "checkpoints":
@@ -107,7 +110,7 @@ class Deblurrer:
     self._deblur_batches = evaluate.deblur_batches
     self.size = int(self.config.dataset.image_size)
     self.margin = margin or float(self.config.dataset.get("margin", 1.6) or 1.6)
-    self.detector, self.feather = detector, feather
+    self.detector, self.feather, self.paste_mode = detector, feather, paste
     if detector != "haar":
       from fdeblur import faces  # pylint: disable=import-outside-toplevel
       faces.load()  # fail now with the install hint
@@ -130,8 +133,9 @@ class Deblurrer:
 
   def paste(self, image, faces_found, outputs):
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
-    for (_, _, _, mat), out in zip(faces_found, outputs):
-      image = faces.paste_back(image, out, mat, self.feather)
+    for (_, _, crop, mat), out in zip(faces_found, outputs):
+      source = crop if self.paste_mode == "residual" else None
+      image = faces.paste_back(image, out, mat, self.feather, source_crop=source)
     return image
 
 
@@ -263,6 +267,10 @@ def main(argv=None) -> int:
                       help="crop side / detector box side (default: the dataset's margin)")
   parser.add_argument("--feather", type=float, default=0.15,
                       help="width of the blending ramp, fraction of the crop side")
+  parser.add_argument("--paste", default="residual", choices=("residual", "replace"),
+                      help="residual: add the model's change to the original pixels (keeps the "
+                      "detail of faces larger than the model's resolution); replace: blend "
+                      "the deblurred crop itself")
   parser.add_argument("--batch-size", type=int, default=0, help="faces per device batch")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
@@ -279,7 +287,7 @@ def main(argv=None) -> int:
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   try:
     d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
-                  args.batch_size)
+                  args.batch_size, args.paste)
   except (UsageError, FileNotFoundError, ImportError) as e:
     print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
     return 2

@@ -156,25 +156,37 @@ def feather_mask(size: int, feather: float = 0.15) -> np.ndarray:
   return np.minimum(w[:, None], w[None, :])
 
 
-def paste_back(image, crop, mat, feather: float = 0.15):
+def paste_back(image, crop, mat, feather: float = 0.15, source_crop=None):
   """Blends `crop` (uint8 or float in [0, 1], size x size) back into `image` (uint8) through the
-  inverse of `mat` with a feathered mask. Pixels outside the warped mask's support are returned
-  unchanged (bit-exact); returns a new uint8 image."""
+  inverse of `mat` with a feathered mask. With `source_crop` (the crop the model saw), only the
+  model's change `crop - source_crop` is warped back and added ("residual" paste): detail of a
+  face larger than the model's resolution is kept instead of being replaced by an upsampled
+  crop. Pixels outside the warped mask's support are returned unchanged (bit-exact); returns a
+  new uint8 image."""
   size = crop.shape[0]
-  if crop.dtype != np.uint8:
-    crop = np.clip(np.asarray(crop, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
   h, w = image.shape[:2]
   inv = cv2.invertAffineTransform(np.asarray(mat, np.float64))
-  warped = cv2.warpAffine(crop, inv, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
   mask = cv2.warpAffine(feather_mask(size, feather), inv, (w, h), flags=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-  if warped.ndim == 2:
-    warped = warped[..., None]
   m = mask[..., None]
-  out = image.astype(np.float32) * (1.0 - m) + warped.reshape(image.shape).astype(np.float32) * m
+  if source_crop is not None:
+    delta = _unit(crop) - _unit(source_crop)
+    warped = cv2.warpAffine(delta, inv, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
+    out = image.astype(np.float32) + 255.0 * m * warped
+  else:
+    warped = cv2.warpAffine(np.ascontiguousarray(_unit(crop)), inv, (w, h),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    warped = warped.reshape(image.shape) * 255.0
+    out = image.astype(np.float32) * (1.0 - m) + warped * m
   out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
   return np.where(m > 0, out, image)
+
+
+def _unit(x) -> np.ndarray:
+  """uint8 or float image -> float32 in [0, 1]."""
+  x = np.asarray(x)
+  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
 def pasted_region(shape, mat, size: int, feather: float = 0.15) -> np.ndarray:

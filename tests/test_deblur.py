@@ -44,6 +44,11 @@ def test_feather_mask_and_paste_back_leave_the_outside_alone():
   # Pasting the crop itself back changes the image very little.
   same = faces.paste_back(image, crop, mat, 0.2)
   assert np.abs(same.astype(int) - image.astype(int))[region].mean() < 40
+  # Residual paste: an unchanged crop changes nothing; a brighter crop brightens the inside only.
+  np.testing.assert_array_equal(faces.paste_back(image, crop, mat, 0.2, source_crop=crop), image)
+  brighter = faces.paste_back(image, np.clip(crop / 255.0 + 0.1, 0, 1), mat, 0.2, source_crop=crop)
+  np.testing.assert_array_equal(brighter[~region], image[~region])
+  assert (brighter.astype(int) >= image.astype(int)).all() and (brighter > image).any()
 
 
 def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
@@ -56,7 +61,7 @@ def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
   out = tmp_path / "out"
   rc = deblur.main(["--checkpoint", workdir, str(src / "two.png"), str(src / "noface.png"),
                     str(src / "broken.jpg"), str(tmp_path / "missing.png"), "--out", str(out),
-                    "--quiet"])
+                    "--quiet", "--paste", "replace"])
   assert rc == 0
   summary = json.load(open(out / "deblur_summary.json"))
   assert set(summary["skipped"]) == {str(src / "noface.png"), str(src / "broken.jpg"),
