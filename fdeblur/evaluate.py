@@ -19,6 +19,9 @@ datasets PrAvg(L) for L in config.blur.pravg_lengths (the paper's 7, 9, 11, 15, 
 the clip, and vla. Every protocol blurs example i
 with the key fold_in(PRNGKey(config.eval.blur_seed), i).
 
+Other settings read from config.eval when present: faces ("auto" | "dlib" | "none"), detector
+("hog" | "cnn": dlib's MMOD detector, slower on CPU).
+
 Writes report.md (tables), metrics.json, samples.png (first protocol) and samples_<p>.png,
 ced_<p>.png (CED curves) and identity_<p>.png (cosine-similarity distributions).
 `compare(config, workdirs, out_dir)` puts several checkpoints side by side in one report.
@@ -227,6 +230,7 @@ class FaceAnalysis:
   def __init__(self, config, data: dict):
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
     self.dlib = faces.load()
+    self.detector = str(config.eval.get("detector", "hog")) if "eval" in config else "hog"
     size = data["image"].shape[1]
     self.scale = max(1.0, ANALYSIS_SIZE / size)
     if "box" in data:
@@ -257,7 +261,7 @@ class FaceAnalysis:
       pts.append(self.dlib.landmarks(big, box))
       emb.append(self.dlib.embedding(big, box))
       x, y, w, h = box
-      found = [s for (bx, by, bw, bh), s in self.dlib.detect(big, "hog", 0)
+      found = [s for (bx, by, bw, bh), s in self.dlib.detect(big, self.detector, 0)
                if x <= bx + bw / 2 <= x + w and y <= by + bh / 2 <= y + h]
       det.append(bool(found))
       conf.append(max(found) if found else 0.0)
@@ -489,8 +493,9 @@ def write_report(config, workdir, results, arrays):
     lines += ["Face metrics (dlib, faces enlarged to "
               f"{ANALYSIS_SIZE}px): 68-point error / ground-truth box diagonal, AUC of its CED "
               "up to 0.08 and failure rate (error > 0.08); identity = cosine similarity of the "
-              "128-d embeddings of the row's image and the sharp image; HOG detector failure "
-              "rate and mean confidence. Ground truth = the landmarker on the sharp image "
+              "128-d embeddings of the row's image and the sharp image; detector failure rate "
+              "(no face centred in the ground-truth box) and mean confidence of the found faces "
+              "(dlib HOG: SVM score; CNN: MMOD confidence). Ground truth = the landmarker on the sharp image "
               "(dataset annotations where present).", ""]
   else:
     lines += ["Face metrics (landmarks, identity, detection) need the `[faces]` extra "
