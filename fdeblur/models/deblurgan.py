@@ -25,8 +25,8 @@ class DeblurGANGenerator(nnx.Module):
         for _ in range(n_blocks)])
     self.up = nnx.List([
         layers.UpConvNormAct(ngf * m, ngf * m // 2, dtype=dtype, rngs=rngs) for m in (4, 2)])
-    self.head = nnx.Conv(ngf, in_channels, (7, 7), padding="VALID",
-                         kernel_init=layers.normal_init, dtype=dtype, rngs=rngs)
+    self.head = layers.Conv(ngf, in_channels, (7, 7), padding="VALID",
+                            kernel_init=layers.normal_init, dtype=dtype, rngs=rngs)
 
   def __call__(self, images: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images: [B, H, W, 3] in [0, 1], H and W multiples of 4. Returns float32 in [0, 1].
