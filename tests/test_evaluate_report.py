@@ -161,3 +161,22 @@ def test_clip_dataset_pravg_and_vla_protocols(trained, video_data_dir):
   # Averaging more frames of a moving face blurs more.
   assert (results["protocols"]["pravg5"]["rows"]["blurred"]["psnr"]
           < results["protocols"]["pravg3"]["rows"]["blurred"]["psnr"])
+
+
+def test_missing_faces_extra_is_explained(monkeypatch, tiny_config):
+  import importlib.util
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec",
+                      lambda name, *a: None if name == "face_recognition_models" else real(name, *a))
+  with pytest.raises(faces.FacesUnavailable, match=r"fdeblur\[faces\]"):
+    faces.models_dir()
+  assert not faces.available()
+  tiny_config.eval.faces = "auto"
+  assert not evaluate._faces_enabled(tiny_config)  # falls back to PSNR/SSIM only
+  tiny_config.eval.faces = "dlib"
+  faces.load.cache_clear()
+  try:
+    with pytest.raises(faces.FacesUnavailable, match="face_recognition_models is not installed"):
+      evaluate._faces_enabled(tiny_config)
+  finally:
+    faces.load.cache_clear()
