@@ -115,11 +115,17 @@ class Deblurrer:
       from fdeblur import faces  # pylint: disable=import-outside-toplevel
       faces.load()  # fail now with the install hint
 
-  def crops(self, image):
-    """[(box, confidence, crop uint8, matrix)] for every face in an RGB image."""
+  def crops(self, image, previous=None, smoothing: float = 0.0):
+    """[(box, confidence, crop uint8, matrix)] for every face in an RGB image. `previous`: the
+    boxes of the previous video frame; a face overlapping one (IoU > 0.3) gets its box blended
+    with it (`smoothing` = weight of the previous box), so crops do not jitter between frames."""
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
     out = []
     for box, conf in faces.detect(image, self.detector):
+      if previous and smoothing > 0:
+        best = max(previous, key=lambda b: faces_crop_iou(b, box))
+        if faces_crop_iou(best, box) > 0.3:
+          box = tuple(smoothing * np.asarray(best) + (1 - smoothing) * np.asarray(box))
       crop, mat = faces.crop_face(image, box, self.margin, self.size)
       out.append((box, conf, crop, mat))
     return out
@@ -160,6 +166,11 @@ def load_config(workdir: str, config_path: str = ""):
     return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 
+def faces_crop_iou(a, b) -> float:
+  from input_pipeline import faces_crop  # pylint: disable=import-outside-toplevel
+  return faces_crop.iou(a, b)
+
+
 def _read_image(path):
   image = cv2.imread(path, cv2.IMREAD_COLOR)
   if image is None:
@@ -195,8 +206,12 @@ def process_image(d: Deblurrer, job: Job, faces_only: bool) -> dict:
                      "matrix": np.asarray(m).tolist()} for b, c, _, m in found]}
 
 
-def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, progress=None) -> dict:
+def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, progress=None,
+                  smoothing: float = 0.5) -> dict:
+  """Frames in chunks of `chunk` (one device batch of all their faces); face boxes smoothed
+  along time (see Deblurrer.crops); re-encoded as .mp4 (mp4v), no audio."""
   cap = cv2.VideoCapture(job.path)
+  previous = None
   if not cap.isOpened():
     raise ValueError("not a readable video")
   fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -215,7 +230,10 @@ def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, pro
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
       if not frames:
         break
-      found = [d.crops(f) for f in frames]
+      found = []
+      for f in frames:
+        found.append(d.crops(f, previous, smoothing))
+        previous = [b for b, _, _, _ in found[-1]]
       outputs = d.run([c for fs in found for _, _, c, _ in fs])
       k = 0
       for t, (frame, fs) in enumerate(zip(frames, found)):
@@ -271,6 +289,8 @@ def main(argv=None) -> int:
                       help="residual: add the model's change to the original pixels (keeps the "
                       "detail of faces larger than the model's resolution); replace: blend "
                       "the deblurred crop itself")
+  parser.add_argument("--smooth", type=float, default=0.5,
+                      help="video: weight of the previous frame's face box (0 = none)")
   parser.add_argument("--batch-size", type=int, default=0, help="faces per device batch")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
@@ -295,7 +315,8 @@ def main(argv=None) -> int:
   for job in tqdm(jobs, desc="deblurring", unit="file", disable=args.quiet, file=sys.stderr):
     try:
       if job.kind == "video":
-        info = process_video(d, job, args.faces_only, progress=None if args.quiet else tqdm)
+        info = process_video(d, job, args.faces_only, progress=None if args.quiet else tqdm,
+                             smoothing=args.smooth)
       else:
         info = process_image(d, job, args.faces_only)
     except (ValueError, OSError, cv2.error) as e:
