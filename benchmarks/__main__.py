@@ -1,0 +1,134 @@
+"""Every benchmark behind one command: one markdown table each, printed and written to a file.
+
+    python -m benchmarks --all [--full] [--out benchmarks/results.md]
+    python -m benchmarks --only train_step,inference
+
+Benchmarks (each also runs alone: `python -m benchmarks.NAME --help`):
+  blur_synthesis  on-device blur (jit, batched JAX) vs a per-image NumPy/SciPy loop: ratio
+  input_pipeline  grain examples/s with 0..2 worker processes (host CPUs)
+  train_step      images/s, step time, GFLOP and MFU (accelerators) of every config's step
+  inference       eval-mode generator images/s at 64/128/256: jit vs eager, bf16 vs f32
+
+Each benchmark runs in its own Python process (they set up JAX and grain differently, and grain
+workers need a fresh `__main__`), with the small CPU-sized arguments below unless --full is given
+(the benchmarks' own, accelerator-sized defaults). Small sizes keep `--all` to a few minutes on a
+2-core CPU. Extra arguments for one benchmark: --args NAME="--batch 32 --sizes 128".
+"""
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (title, arguments for a quick CPU run, arguments with --full)
+BENCHMARKS = {
+    "blur_synthesis": ("Blur synthesis: JAX (jit, batched) vs NumPy/SciPy reference",
+                       ["--batch", "16", "--sizes", "64,128", "--numpy_images", "2"], []),
+    "input_pipeline": ("Input pipeline (grain, host CPUs)",
+                       ["--sizes=64", "--workers=0,1", "--batch_size=16", "--batches=8"], []),
+    # Small: one config per objective and model (fan_luo's gan/lsgan share wgan_gp's networks).
+    "train_step": ("Train step (compiled, on-device blur included)",
+                   ["--steps", "3", "--configs", "quickstart;quickstart:tiny;chrysos2017:tiny;"
+                    "hourglass:tiny;fan_luo:wgan_gp,tiny;chrysos2019:tiny"],
+                   ["--full", "--steps", "20"]),
+    "inference": ("Inference: eval-mode generator", [], ["--full"]),
+}
+
+
+def table_blocks(text: str) -> list[list[str]]:
+  """Consecutive runs of markdown table lines."""
+  blocks, current = [], []
+  for line in text.splitlines():
+    if line.startswith("|"):
+      current.append(line)
+    elif current:
+      blocks.append(current)
+      current = []
+  if current:
+    blocks.append(current)
+  return blocks
+
+
+def extract(stdout: str) -> str:
+  """The benchmark's final table and its note lines. A benchmark that prints rows as it goes and
+  the whole table again at the end (blur_synthesis) gives its last complete table."""
+  blocks = [b for b in table_blocks(stdout) if len(b) >= 2 and set(b[1]) <= set("|-: ")]
+  notes = []
+  for line in stdout.splitlines():
+    if line.strip() and not line.startswith("|") and line not in notes:
+      notes.append(line)
+  table = blocks[-1] if blocks else []
+  return "\n".join(notes + ([""] if notes and table else []) + table)
+
+
+def run_one(name: str, full: bool, extra: list[str]) -> tuple[str, float, int]:
+  title, small, big = BENCHMARKS[name]
+  cmd = [sys.executable, "-m", f"benchmarks.{name}", *(big if full else small), *extra]
+  shown = "python -m " + " ".join(shlex.quote(c) for c in cmd[2:])
+  print(f"\n## {title}\n\n`{shown}`\n", flush=True)
+  t = time.perf_counter()
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+  seconds = time.perf_counter() - t
+  body = extract(proc.stdout)
+  if proc.returncode != 0:
+    tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+    body += f"\n\n**failed (exit {proc.returncode})**:\n\n```\n{tail}\n```"
+  body += f"\n\n({seconds:.0f} s)"
+  print(body, flush=True)
+  return f"## {title}\n\n`{shown}`\n\n{body}\n", seconds, proc.returncode
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="\n".join(__doc__.splitlines()[5:10]))
+  p.add_argument("--all", action="store_true", help="run every benchmark")
+  p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+  p.add_argument("--full", action="store_true",
+                 help="full sizes (the benchmarks' defaults; for accelerators)")
+  p.add_argument("--out", default=os.path.join("benchmarks", "results.md"),
+                 help="markdown file for all tables (default benchmarks/results.md)")
+  p.add_argument("--args", action="append", default=[], metavar='NAME="ARGS"',
+                 help="extra arguments for one benchmark, e.g. inference=\"--sizes 64\"")
+  args = p.parse_args(argv)
+  if args.all == bool(args.only):
+    p.error("give --all or --only NAME[,NAME...]")
+  names = list(BENCHMARKS) if args.all else [n.strip() for n in args.only.split(",") if n.strip()]
+  unknown = [n for n in names if n not in BENCHMARKS]
+  if unknown:
+    p.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+  extra = {}
+  for item in args.args:
+    name, _, rest = item.partition("=")
+    if name not in BENCHMARKS:
+      p.error(f"--args {item!r}: unknown benchmark {name!r}")
+    extra[name] = shlex.split(rest)
+
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  header = (f"# fdeblur benchmarks\n\n{stamp}; {platform.node()}, {platform.machine()}, "
+            f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, JAX_PLATFORMS="
+            f"{os.environ.get('JAX_PLATFORMS', '') or '(auto)'}; "
+            f"{'full' if args.full else 'small (CPU)'} sizes.\n")
+  print(header, flush=True)
+  sections, failed = [header], []
+  for name in names:
+    text, _, rc = run_one(name, args.full, extra.get(name, []))
+    sections.append(text)
+    if rc:
+      failed.append(name)
+  out = args.out if os.path.isabs(args.out) else os.path.join(os.getcwd(), args.out)
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with open(out, "w") as f:
+    f.write("\n".join(sections))
+  print(f"\nwrote {out}", flush=True)
+  if failed:
+    sys.exit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+  main()
