@@ -40,29 +40,23 @@ BENCHMARKS = {
 }
 
 
-def table_blocks(text: str) -> list[list[str]]:
-  """Consecutive runs of markdown table lines."""
-  blocks, current = [], []
-  for line in text.splitlines():
-    if line.startswith("|"):
-      current.append(line)
-    elif current:
-      blocks.append(current)
-      current = []
-  if current:
-    blocks.append(current)
-  return blocks
+_SEPARATOR = set("|-: ")
+_CHATTER = ("Downloading and preparing", "Dataset ", "Generating ", "Shuffling ")  # TFDS
 
 
 def extract(stdout: str) -> str:
-  """The benchmark's final table and its note lines. A benchmark that prints rows as it goes and
-  the whole table again at the end (blur_synthesis) gives its last complete table."""
-  blocks = [b for b in table_blocks(stdout) if len(b) >= 2 and set(b[1]) <= set("|-: ")]
+  """The benchmark's last table and its note lines. Table lines are kept even when other output
+  falls between them (a dataset built after the header was printed); a benchmark that prints rows
+  as it goes and the whole table again at the end (blur_synthesis) gives the final copy."""
+  lines = stdout.splitlines()
+  rows = [l for l in lines if l.startswith("|")]
+  starts = [i for i in range(len(rows) - 1) if set(rows[i + 1]) <= _SEPARATOR]
+  table = rows[starts[-1]:] if starts else rows
   notes = []
-  for line in stdout.splitlines():
-    if line.strip() and not line.startswith("|") and line not in notes:
+  for line in lines:
+    if (line.strip() and not line.startswith("|") and not line.startswith(_CHATTER)
+        and line not in notes):
       notes.append(line)
-  table = blocks[-1] if blocks else []
   return "\n".join(notes + ([""] if notes and table else []) + table)
 
 
