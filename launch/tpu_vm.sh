@@ -24,12 +24,16 @@
 #   SPOT              1: create a Spot slice (preemptible; training resumes from the workdir)
 #   INSTALL           copy (default): copy this checkout to every worker and `pip install -e` it;
 #                     pip: `pip install "$PIP_SPEC"` on every worker (a wheel, a git URL, ...)
+#                     and copy configs/ only
 #   PIP_SPEC          with INSTALL=pip: what to install (required then)
 #   JAX_SPEC          JAX with the TPU backend (default "jax[tpu]==0.10.2")
 #   REMOTE_DIR        project directory on the workers (default fdeblur)
 #   SKIP_INSTALL      1: the workers are already set up (re-running a command)
 #   MODE              train | evaluate (default train)
 #   DRY_RUN           1: print the gcloud commands instead of running them
+# The run is attached to this terminal (gcloud ssh to all workers); run the script under tmux or
+# nohup for long jobs. A run stopped for any reason resumes from WORKDIR when started again
+# (SKIP_INSTALL=1 to skip step 2).
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME to the TPU VM slice name}"
@@ -81,21 +85,22 @@ fi
 
 # 2. The project on every worker (the same version everywhere: all processes compile one program).
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  tmpdir="$(mktemp -d)"
+  trap 'rm -rf "$tmpdir"' EXIT
+  tarball="$tmpdir/fdeblur.tar.gz"
   if [ "$INSTALL" = copy ]; then
-    tmpdir="$(mktemp -d)"
-    trap 'rm -rf "$tmpdir"' EXIT
-    tarball="$tmpdir/fdeblur.tar.gz"
     # Tracked and untracked-but-not-ignored files: what this checkout would commit.
     (cd "$ROOT" && git ls-files -co --exclude-standard -z | tar --null -czf "$tarball" -T -)
-    run gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:fdeblur.tar.gz" "${gc_flags[@]}" \
-        --worker=all
-    on_all_workers "rm -rf ~/$REMOTE_DIR && mkdir -p ~/$REMOTE_DIR && \
-tar -xzf ~/fdeblur.tar.gz -C ~/$REMOTE_DIR && \
-python3 -m pip install -q '$JAX_SPEC' -e ~/$REMOTE_DIR"
+    install="python3 -m pip install -q '$JAX_SPEC' -e ~/$REMOTE_DIR"
   else
-    on_all_workers "python3 -m pip install -q '$JAX_SPEC' '$PIP_SPEC' && mkdir -p ~/$REMOTE_DIR"
-    echo "tpu_vm.sh: INSTALL=pip: configs/ must be present in ~/$REMOTE_DIR on the workers" >&2
+    # The package comes from PIP_SPEC; the config files (not part of the package) from here.
+    (cd "$ROOT" && tar -czf "$tarball" configs)
+    install="python3 -m pip install -q '$JAX_SPEC' '$PIP_SPEC'"
   fi
+  run gcloud compute tpus tpu-vm scp "$tarball" "$TPU_NAME:fdeblur.tar.gz" "${gc_flags[@]}" \
+      --worker=all
+  on_all_workers "rm -rf ~/$REMOTE_DIR && mkdir -p ~/$REMOTE_DIR && \
+tar -xzf ~/fdeblur.tar.gz -C ~/$REMOTE_DIR && $install"
 fi
 
 # 3. The same command on every worker; jax.distributed detects the slice (--multihost).

@@ -112,3 +112,31 @@ def test_local_sh_propagates_a_failure(tmp_path):
   r = _local(tmp_path / "bad", "--config.train.no_such_key=1", timeout=120)
   assert r.returncode != 0
   assert "[p0]" in r.stdout and "[p1]" in r.stdout and "no_such_key" in r.stdout
+
+
+def test_local_sh_stops_the_others_when_one_process_fails(tmp_path):
+  """Process 1 fails at once; process 0 would wait for it forever (as in a collective)."""
+  fake = tmp_path / "fake_python"
+  fake.write_text("#!/bin/sh\ncase \"$*\" in *--process_id=1*) echo broken; exit 3;; esac\n"
+                  "echo waiting; exec sleep 120\n")
+  fake.chmod(0o755)
+  env = dict(os.environ, CONFIG="c", WORKDIR=str(tmp_path / "w"), PORT="12345", PYTHON=str(fake))
+  r = subprocess.run([BASH, os.path.join(LAUNCH, "local.sh")], env=env, cwd=ROOT,
+                     capture_output=True, text=True, timeout=60)
+  assert r.returncode == 3
+  assert "[p1] broken" in r.stdout and "[p0] waiting" in r.stdout
+  assert "process 1" in r.stderr
+
+
+def test_tpu_vm_dry_run_runs_one_command_on_every_worker():
+  env = {"TPU_NAME": "fd", "ZONE": "us-west4-a", "CONFIG": "configs/fan_luo.py",
+         "WORKDIR": "gs://b/run", "DATA_DIR": "gs://b/tfds", "ACCELERATOR_TYPE": "v5litepod-16",
+         "RUNTIME_VERSION": "v2-alpha-tpuv5-lite", "DRY_RUN": "1"}
+  r = _empty_env_run("tpu_vm.sh", env, "--config.train.batch_size=64", path="/usr/bin:/bin")
+  assert r.returncode == 0, r.stderr
+  commands = [l for l in r.stdout.splitlines() if l.startswith("+ gcloud")]
+  assert "tpu-vm create fd" in commands[0] and "--accelerator-type=v5litepod-16" in commands[0]
+  assert all("--worker=all" in c for c in commands[1:])
+  assert "fdeblur.main" in commands[-1] and "--multihost" in commands[-1]
+  assert "--config.dataset.data_dir=gs://b/tfds" in commands[-1]
+  assert "--config.train.batch_size=64" in commands[-1]
