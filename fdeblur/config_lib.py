@@ -113,6 +113,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.blur_seed = 1234  # fixed blur for evaluation: numbers are comparable across runs
   c.eval.every = 5_000  # validation (PSNR/SSIM, image grid, best checkpoint) every N steps; 0 = off
   c.eval.num_validation = 32  # test-split images used for validation
+  # Evaluation protocols, comma-separated (training, gaussian, motion, trajectory, pravgL, vla);
+  # "" = the training mixture, Gaussian and motion (+ trajectory / PrAvg / VLA where they apply).
+  c.eval.protocols = ""
+  c.eval.faces = "auto"  # landmark/identity/detection metrics: auto (if dlib) | on | off
+  c.eval.detector = "hog"  # dlib detector of the detection metrics: hog | cnn
   c.eval.num_sample_rows = 6
   return c
 

@@ -57,7 +57,7 @@ def _clip_length(config) -> int:
 
 def protocols(config) -> list[str]:
   """The protocols of this evaluation, in report order."""
-  value = config.eval.get("protocols", "") if hasattr(config.eval, "get") else ""
+  value = config.eval.get("protocols", "")
   if isinstance(value, str):
     names = [p.strip() for p in value.split(",") if p.strip()]
   else:
@@ -205,7 +205,7 @@ def load_test_data(config) -> dict:
 # --- faces (dlib) -------------------------------------------------------------------------------
 
 def _faces_enabled(config) -> bool:
-  setting = str(config.eval.get("faces", "auto") if hasattr(config.eval, "get") else "auto")
+  setting = str(config.eval.get("faces", "auto"))
   if setting in ("none", "off", "false", "False"):
     return False
   from fdeblur import faces  # pylint: disable=import-outside-toplevel
@@ -230,7 +230,7 @@ class FaceAnalysis:
   def __init__(self, config, data: dict):
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
     self.dlib = faces.load()
-    self.detector = str(config.eval.get("detector", "hog")) if "eval" in config else "hog"
+    self.detector = str(config.eval.get("detector", "hog"))
     size = data["image"].shape[1]
     self.scale = max(1.0, ANALYSIS_SIZE / size)
     if "box" in data:
