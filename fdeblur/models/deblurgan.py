@@ -1,8 +1,15 @@
 """DeblurGAN-style generator: the face deblurring processor of Fan & Luo (Sec. 4.1, Fig. 1).
 
-7x7 conv, two stride-2 conv blocks, `n_blocks` residual blocks, two transposed-conv blocks,
-7x7 output conv with tanh and a global skip from the input (DeblurGAN's `learn_residual`),
-clamped to the image range. With ngf=64 and 6 blocks it has 7,837,699 parameters, as DeblurGAN.
+Fan & Luo: "three convolution blocks, ... 6 ResNet blocks, ... 2 transposed convolution blocks and
+the final output convolution block" - DeblurGAN's ResnetGenerator (Kupyn et al. 2018):
+reflect-padded 7x7 conv, two stride-2 3x3 conv blocks, `n_blocks` residual blocks
+(pad-conv3-IN-ReLU-dropout(0.5)-pad-conv3-IN, + identity), two 3x3 stride-2 transposed convs
+(PyTorch padding 1, output_padding 1), reflect-padded 7x7 output conv with tanh and the global
+skip from the input (`learn_residual`), clamped to the image range. Instance norm without affine,
+every conv with a bias, N(0, 0.02) init. With ngf=64 and 6 blocks: 7,837,699 parameters, as
+DeblurGAN. (DeblurGAN's later `ResnetBlock` builds its layer list as `a + [Dropout] if use_dropout
+else [] + b`, which by operator precedence keeps one conv per block either way; the blocks here
+are the two-conv blocks of its earlier code, of pix2pix/CycleGAN, and of the 7.84 M figure.)
 """
 import jax
 import jax.numpy as jnp

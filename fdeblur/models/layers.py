@@ -1,7 +1,9 @@
 """Building blocks shared by the papers' networks (Flax NNX).
 
-Parameters are float32; `dtype` sets the computation dtype (bfloat16 on accelerators). Every
-generator maps images in [0, 1] to its working range with `to_signed` and back with
+Mixed precision: parameters are float32; `dtype` sets the computation dtype (bfloat16 on
+accelerators) of convolutions, whose products accumulate into float32 outputs (`Conv`,
+`ConvTranspose`); batch and instance norms compute in float32 and emit the computation dtype.
+Every generator maps images in [0, 1] to its working range with `to_signed` and back with
 `to_unit_interval` (float32 out).
 """
 import math
@@ -12,7 +14,7 @@ from flax import nnx
 
 # DeblurGAN / pix2pix initialise every convolution with N(0, 0.02).
 normal_init = nnx.initializers.normal(stddev=0.02)
-# He et al. (ResNet) and Newell et al. (hourglass) use He-normal initialisation.
+# He et al.'s initialisation (ResNet); also used for the hourglass (Newell used Torch's).
 he_init = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
