@@ -23,7 +23,7 @@ demo: venv
 	@echo "Report: $(abspath $(WORKDIR))/report.md (samples: $(abspath $(WORKDIR))/samples.png)"
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) data workdirs
