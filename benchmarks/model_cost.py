@@ -31,7 +31,7 @@ from fdeblur.models.resnet_deblur import ResNetDeblur  # noqa: E402
 NETWORKS = [
     ("resnet_deblur", "Chrysos 2017: ResNet-50, no max-pool, skips from blocks 1, 2 + top",
      lambda d, r: ResNetDeblur(dtype=d, rngs=r), lambda m, x: m(x),
-     "none given (ResNet-50 body 23.5 M; He et al.: 3.8 G mult-adds at 224², with max-pool)"),
+     "none in the paper; He et al.: ResNet-50 classifier 3.8 G multiply-adds at 224²"),
     ("hourglass", "Newell 2016, 8 stacks, F=256, + full-resolution image head",
      lambda d, r: StackedHourglass(dtype=d, rngs=r), lambda m, x: m(x), "none given"),
     ("chrysos2019", "2019 inference: hourglass + G_bl (Table 3)",
@@ -45,13 +45,13 @@ NETWORKS = [
      "none given"),
     ("deblurgan", "Fan & Luo processor = DeblurGAN G, ngf 64, 6 blocks",
      lambda d, r: DeblurGANGenerator(dtype=d, rngs=r), lambda m, x: m(x),
-     "7.84 M (DeblurGAN, 6 blocks)"),
+     "none in the paper; DeblurGAN 6 blocks: 7.84 M"),
     ("deblurgan-9", "DeblurGAN G, 9 blocks (DeblurGAN's default)",
      lambda d, r: DeblurGANGenerator(n_blocks=9, dtype=d, rngs=r), lambda m, x: m(x),
-     "11.38 M (DeblurGAN, 9 blocks)"),
+     "DeblurGAN: 11.38 M"),
     ("patchgan", "DeblurGAN PatchGAN D (Fan & Luo), n_layers 3, ndf 64",
      lambda d, r: PatchGANDiscriminator(dtype=d, rngs=r), lambda m, x: m(x),
-     "2.76 M (DeblurGAN)"),
+     "none in the paper; DeblurGAN: 2.76 M"),
     ("chrysos2019 D", "2019 5-layer conditional D (image + blurry, 6 ch)",
      lambda d, r: Chrysos2019Discriminator(dtype=d, rngs=r), lambda m, x: m(x, x)[0],
      "none given"),
@@ -79,7 +79,8 @@ def main(argv=None):
   args = p.parse_args(argv)
   only = {s.strip() for s in args.only.split(",") if s.strip()}
   dtype = jnp.dtype(args.dtype)
-  print(f"| network | what | parameters | GFLOPs / forward at {args.size}² | papers' figure |")
+  print(f"| network | what | parameters | GFLOPs / forward at {args.size}² | "
+        "papers' (peers') figure |")
   print("|---|---|---:|---:|---|")
   for name, what, build, forward, paper in NETWORKS:
     if only and name not in only:
