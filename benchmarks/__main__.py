@@ -4,7 +4,7 @@
     python -m benchmarks --only train_step,inference
 
 Benchmarks (each also runs alone: `python -m benchmarks.NAME --help`):
-  blur_synthesis  on-device blur (jit, batched JAX) vs a per-image NumPy/SciPy loop: ratio
+  degrade         on-device blur (jit, batched JAX) vs a per-image NumPy/SciPy loop: ratio
   input_pipeline  grain examples/s with 0..2 worker processes (host CPUs)
   train_step      images/s, step time, GFLOP and MFU (accelerators) of every config's step
   inference       eval-mode generator images/s at 64/128/256: jit vs eager, bf16 vs f32
@@ -27,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (title, arguments for a quick CPU run, arguments with --full)
 BENCHMARKS = {
-    "blur_synthesis": ("Blur synthesis: JAX (jit, batched) vs NumPy/SciPy reference",
+    "degrade": ("Blur synthesis: JAX (jit, batched) vs NumPy/SciPy reference",
                        ["--batch", "16", "--sizes", "64,128", "--numpy_images", "2"], []),
     "input_pipeline": ("Input pipeline (grain, host CPUs)",
                        ["--sizes=64", "--workers=0,1", "--batch_size=16", "--batches=8"], []),
@@ -47,7 +47,7 @@ _CHATTER = ("Downloading and preparing", "Dataset ", "Generating ", "Shuffling "
 def extract(stdout: str) -> str:
   """The benchmark's last table and its note lines. Table lines are kept even when other output
   falls between them (a dataset built after the header was printed); a benchmark that prints rows
-  as it goes and the whole table again at the end (blur_synthesis) gives the final copy."""
+  as it goes and the whole table again at the end (degrade) gives the final copy."""
   lines = stdout.splitlines()
   rows = [l for l in lines if l.startswith("|")]
   starts = [i for i in range(len(rows) - 1) if set(rows[i + 1]) <= _SEPARATOR]

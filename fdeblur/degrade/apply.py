@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 # Kernel size from which `convolve(method="auto")` uses the FFT when config.blur.fft_min_kernel_size
 # is 0 ("auto"), per backend. On CPU XLA's grouped convolution is slow and the FFT was faster for
-# every kernel size measured (7 to 65; benchmarks/blur_synthesis.py --crossover); on GPU/TPU the
+# every kernel size measured (7 to 65; benchmarks/degrade.py --crossover); on GPU/TPU the
 # direct depthwise convolution is a tuned primitive, so small kernels stay direct there.
 FFT_MIN_KERNEL_SIZE = {"cpu": 1, "gpu": 21, "tpu": 21}
 BORDERS = ("reflect", "symmetric", "edge")

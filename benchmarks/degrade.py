@@ -1,7 +1,7 @@
 """Blur synthesis throughput: the jit-compiled, batched JAX path (`fdeblur.degrade`) against a plain
 per-image NumPy/SciPy loop of the same algorithms, on this machine, in one run.
 
-    python benchmarks/blur_synthesis.py [--batch 64] [--sizes 64,128,256] [--crossover]
+    python benchmarks/degrade.py [--batch 64] [--sizes 64,128,256] [--crossover]
 
 Prints a markdown table: kernels/s (trajectory generation) and images/s (applying kernels: direct
 and FFT; and the whole trajectory blur, kernel generation included) with the JAX/NumPy ratio.
