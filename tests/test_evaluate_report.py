@@ -131,7 +131,8 @@ def test_face_analysis_on_a_real_face_oracle_is_perfect():
   crop = skdata.astronaut()[30:270, 100:340]
   img = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)[None]
   data = {"image": img}
-  an = evaluate.FaceAnalysis(ml_collections.ConfigDict({"dataset": {"margin": 1.6}}), data)
+  an = evaluate.FaceAnalysis(
+      ml_collections.ConfigDict({"dataset": {"margin": 1.6}, "eval": {"detector": "hog"}}), data)
   sharp = img.astype(np.float32) / 255.0
   res = an.analyse(sharp)
   assert res["landmarks"].shape == (1, 68, 2) and res["embedding"].shape == (1, 128)
