@@ -8,6 +8,7 @@ Benchmarks (each also runs alone: `python -m benchmarks.NAME --help`):
   input_pipeline  grain examples/s with 0..2 worker processes (host CPUs)
   train_step      images/s, step time, GFLOP and MFU (accelerators) of every config's step
   inference       eval-mode generator images/s at 64/128/256: jit vs eager, bf16 vs f32
+  vs_pytorch      DeblurGAN generator train step, JAX vs PyTorch eager (needs the [bench] extra)
 
 Each benchmark runs in its own Python process (they set up JAX and grain differently, and grain
 workers need a fresh `__main__`), with the small CPU-sized arguments below unless --full is given
@@ -37,6 +38,8 @@ BENCHMARKS = {
                     "hourglass:tiny;fan_luo:wgan_gp,tiny;chrysos2019:tiny"],
                    ["--full", "--steps", "20"]),
     "inference": ("Inference: eval-mode generator", [], ["--full"]),
+    "vs_pytorch": ("DeblurGAN generator train step: JAX vs PyTorch eager (same network, batch)",
+                   ["--steps", "5", "--sizes", "64"], ["--sizes", "64,128,256"]),
 }
 
 

@@ -60,3 +60,17 @@ def video_data_dir(tmp_path_factory):
   from input_pipeline import pipeline
   pipeline.build(cfg.dataset)
   return str(out), str(manual)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, data_dir):
+  """(config, workdir) of a quickstart:tiny model trained for 2 steps: a real checkpoint for the
+  evaluation and deblur tests."""
+  from fdeblur import train
+  cfg = load_config("quickstart")
+  cfg.dataset.data_dir = data_dir
+  cfg.train.num_steps = 2
+  cfg.eval.every = 0
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  train.train(cfg, workdir)
+  return cfg, workdir

@@ -7,19 +7,12 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from fdeblur import deblur, faces, train
+from fdeblur import deblur, faces
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, data_dir):
-  from conftest import load_config
-  cfg = load_config("quickstart")
-  cfg.dataset.data_dir = data_dir
-  cfg.train.num_steps = 2
-  cfg.eval.every = 0
-  path = str(tmp_path_factory.mktemp("deblur_run"))
-  train.train(cfg, path)
-  return path
+@pytest.fixture
+def workdir(trained_tiny):
+  return trained_tiny[1]
 
 
 def _two_faces():

@@ -1,4 +1,5 @@
 """--mode=evaluate: protocols x rows (model, blurred, oracle), report tables and plots."""
+import copy
 import json
 import os
 import shutil
@@ -17,16 +18,10 @@ def _png_ok(path):
     assert im.size[0] > 50 and im.size[1] > 50
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-  from conftest import load_config
-  cfg = load_config("quickstart")
-  cfg.dataset.data_dir = data_dir
-  cfg.train.num_steps = 2
-  cfg.eval.every = 0
-  workdir = str(tmp_path_factory.mktemp("eval_run"))
-  train.train(cfg, workdir)
-  return cfg, workdir
+@pytest.fixture
+def trained(trained_tiny):
+  cfg, workdir = trained_tiny
+  return copy.deepcopy(cfg), workdir  # tests change their config
 
 
 def test_report_protocols_oracle_and_plots(trained):
