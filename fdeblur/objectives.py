@@ -107,21 +107,28 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
   def step_fn(state, batch, vgg_params):
     k_blur, k_drop, k_gp = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
     blurry, sharp, _ = degrade.degrade(k_blur, degrade_input(batch), config.blur)
-    d_metrics = {}
-    if gan:
-      fake, _ = g_nets.apply(state.params, state.model_state, blurry, train=True,
-                             dropout_key=k_drop)
-      d_params, d_state, d_opt, d_metrics = d_update(state, blurry, sharp,
-                                                     jax.lax.stop_gradient(fake), k_gp)
-      state = state.replace(d_params=d_params, d_state=d_state, d_opt_state=d_opt)
 
-    def g_loss_fn(params):
+    def g_forward(params):
       if objective == "chrysos2019":
-        (out, rec), model_state = g_nets.apply(params, state.model_state, blurry, sharp,
-                                               train=True, dropout_key=k_drop, method="both")
+        outs, model_state = g_nets.apply(params, state.model_state, blurry, sharp, train=True,
+                                         dropout_key=k_drop, method="both")
       else:
         out, model_state = g_nets.apply(params, state.model_state, blurry, train=True,
                                         dropout_key=k_drop)
+        outs = (out, None)
+      return outs, model_state
+
+    # The generator runs forward once: its output feeds the discriminator's update (as a
+    # constant) and then the generator's loss, whose gradient is pulled back through the vjp.
+    outs, g_vjp, model_state = jax.vjp(g_forward, state.params, has_aux=True)
+    d_metrics = {}
+    if gan:
+      d_params, d_state, d_opt, d_metrics = d_update(state, blurry, sharp,
+                                                     jax.lax.stop_gradient(outs[0]), k_gp)
+      state = state.replace(d_params=d_params, d_state=d_state, d_opt_state=d_opt)
+
+    def g_loss_fn(outs):
+      out, rec = outs
       terms = content_terms(out, sharp, vgg_params)
       if gan:
         cond = blurry if conditional else None
@@ -134,10 +141,11 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
               fake_feats, jax.lax.stop_gradient(real_feats))
       if objective == "chrysos2019":
         terms["reconstruction"] = w.reconstruction_weight * losses.l1(rec, sharp)
-      return sum(terms.values()), (out, model_state, terms)
+      return sum(terms.values()), terms
 
-    (loss, (out, model_state, terms)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.params)
+    (loss, terms), d_outs = jax.value_and_grad(g_loss_fn, has_aux=True)(outs)
+    (grads,) = g_vjp(d_outs)
+    out = outs[0]
     updates, opt_state = g_tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
