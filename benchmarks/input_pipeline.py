@@ -11,12 +11,12 @@ benchmark measures what a user's folder of photos costs (PNG crops decoded in gr
 The first batch (worker start-up included) is timed separately; every run checks that workers
 produce the same batches as the single-process pipeline.
 """
+import copy
 import os
 import tempfile
 import time
 
 import cv2
-import ml_collections
 import numpy as np
 from absl import app, flags
 
@@ -42,7 +42,7 @@ def shipped_photos_folder(path: str) -> str:
 
 def run(cfg, workers: int, batches: int, batch_size: int):
   from input_pipeline import pipeline  # noqa: PLC0415
-  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg = copy.deepcopy(cfg)
   cfg.worker_count = workers
   ds = pipeline.train_dataset(cfg, seed=0, local_batch_size=batch_size)
   t0 = time.perf_counter()
@@ -60,6 +60,7 @@ def run(cfg, workers: int, batches: int, batch_size: int):
 
 def main(argv):
   del argv
+  from fdeblur import config_lib  # noqa: PLC0415
   from input_pipeline import pipeline  # noqa: PLC0415
   data_dir = _DATA_DIR.value or os.path.join(tempfile.gettempdir(), "fdeblur_bench_tfds")
   manual = _MANUAL_DIR.value
@@ -70,10 +71,8 @@ def main(argv):
   print(f"| size | workers | examples/s | first batch (s) | same batches as 0 workers |")
   print(f"|---:|---:|---:|---:|:---|")
   for size in [int(s) for s in _SIZES.value]:
-    cfg = ml_collections.ConfigDict(dict(
-        name=_DATASET.value, data_dir=data_dir, manual_dir=manual, image_size=size,
-        train_split="train", test_split="test", worker_count=0, prefetch=2,
-        clip_length=_CLIP.value, log_every=0))
+    cfg = config_lib.dataset_config(name=_DATASET.value, data_dir=data_dir, manual_dir=manual,
+                                    image_size=size, clip_length=_CLIP.value, log_every=0)
     pipeline.build(cfg)
     reference = None
     for workers in [int(w) for w in _WORKERS.value]:

@@ -69,20 +69,16 @@ def peak_flops(device) -> float | None:
 
 
 def load_config(spec: str):
-  """'NAME[:variant]' -> configs/NAME.py's get_config(variant)."""
-  import importlib.util  # noqa: PLC0415
-  name, _, variant = spec.partition(":")
+  """'NAME[:variant]' -> configs/NAME.py's get_config(variant) (`config_lib.load`)."""
+  from fdeblur import config_lib  # noqa: PLC0415
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  module_spec = importlib.util.spec_from_file_location(
-      f"configs_{name}", os.path.join(root, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.load(os.path.join(root, "configs", spec.partition(":")[0] + ".py") +
+                         ":" + spec.partition(":")[2])
 
 
 def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict:
   size = config.dataset.image_size
-  length = int(config.dataset.get("clip_length", 1))
+  length = int(config.dataset.clip_length)
   if length > 1:
     frames = rng.integers(0, 256, (batch_size, length, size, size, 3), dtype=np.uint8)
     return {"frames": frames, "image": frames[:, length // 2]}
@@ -114,9 +110,9 @@ def bench(spec: str, steps: int, batch_size: int | None, overrides: list[str]) -
     for p in path:
       node = node[p]
     node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], str) else value
-  if config.loss.get("perceptual_weight", 0.0) > 0 and config.perceptual.weights != "random":
+  if config.loss.perceptual_weight > 0 and config.perceptual.weights != "random":
     config.perceptual.weights = "random"  # no VGG19 file needed; same FLOPs
-  if config.model.get("hourglass_checkpoint"):
+  if "hourglass_checkpoint" in config.model:
     config.model.hourglass_checkpoint = ""
   mesh = parallel.make_mesh(())
   b = batch_size or config.train.batch_size
@@ -137,7 +133,7 @@ def bench(spec: str, steps: int, batch_size: int | None, overrides: list[str]) -
   step_s = statistics.median(times)
   peak = peak_flops(jax.devices()[0])
   return {"config": spec, "size": config.dataset.image_size, "batch": b,
-          "clip": int(config.dataset.get("clip_length", 1)), "compile_s": compile_s,
+          "clip": int(config.dataset.clip_length), "compile_s": compile_s,
           "step_s": step_s, "images_per_s": b / step_s, "flops": flops,
           "mfu": (flops / step_s / peak) if (flops and peak) else None,
           "loss": float(metrics["loss"])}

@@ -10,10 +10,9 @@ from fdeblur import config_lib
 
 def get_config(variant: str = ""):
   tokens = config_lib.variant_tokens(variant, "chrysos2017", ("tiny",))
-  c = config_lib.base_config()
+  c = config_lib.base_config(model="resnet_deblur")  # paper's depth and widths: the defaults
   c.objective = "supervised"
   c.loss.pixel = "huber"
-  c.model.name = "resnet_deblur"  # paper's depth and widths are the model's defaults
   c.dataset.image_size = 128
   # "chosen arbitrarily in each step between a Gaussian blur kernel and a motion blur kernel,
   # both with varying deviation and spatial support"

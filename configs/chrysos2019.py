@@ -15,11 +15,9 @@ from fdeblur import config_lib
 
 def get_config(variant: str = ""):
   tokens = config_lib.variant_tokens(variant, "chrysos2019", ("tiny",))
-  c = config_lib.base_config()
+  c = config_lib.base_config(model="chrysos2019", discriminator="chrysos2019")
   c.objective = "chrysos2019"
-  c.model.name = "chrysos2019"
-  c.model.hourglass_checkpoint = ""  # workdir of the stage-1 run (required when frozen)
-  c.discriminator.name = "chrysos2019"
+  # c.model.hourglass_checkpoint: workdir of the stage-1 run (required when frozen)
   c.gan.kind = "gan"
   c.loss.pixel = "l1"
   c.loss.pixel_weight = 100.0  # λci

@@ -17,13 +17,11 @@ def get_config(variant: str = ""):
   kinds = tokens & {"gan", "lsgan", "wgan_gp"}
   if len(kinds) > 1:
     raise ValueError(f"fan_luo: choose one GAN type, got {sorted(kinds)}")
-  c = config_lib.base_config()
+  c = config_lib.base_config(model="deblurgan", discriminator="patchgan")
   c.objective = "gan"
-  c.model.name = "deblurgan"
   c.model.ngf = 64
   c.model.n_blocks = 6
   c.model.dropout = 0.5
-  c.discriminator.name = "patchgan"
   c.discriminator.n_layers = 3
   c.discriminator.ndf = 64
   c.gan.kind = kinds.pop() if kinds else "gan"

@@ -10,10 +10,9 @@ from fdeblur import config_lib
 
 def get_config(variant: str = ""):
   tokens = config_lib.variant_tokens(variant, "hourglass", ("tiny",))
-  c = config_lib.base_config()
+  c = config_lib.base_config(model="hourglass")  # n_stacks 8, features 256, depth 4
   c.objective = "supervised"
   c.loss.pixel = "l1"
-  c.model.name = "hourglass"  # n_stacks 8, features 256, 4 down-samplings (model defaults)
   c.dataset.image_size = 256
   c.blur.gaussian_prob = 0.0
   c.blur.motion_prob = 0.0

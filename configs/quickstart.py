@@ -8,8 +8,7 @@ from fdeblur import config_lib
 
 def get_config(variant: str = ""):
   tokens = config_lib.variant_tokens(variant, "quickstart", ("tiny",))
-  c = config_lib.base_config()
-  c.model.name = "deblurgan"
+  c = config_lib.base_config(model="deblurgan")
   c.model.ngf = 16  # DeblurGAN: 64
   c.model.n_blocks = 6  # structure as in the paper
   c.model.dropout = 0.0

@@ -1,11 +1,26 @@
-"""Defaults every config starts from; the method configs in `configs/` override them.
+"""The config schema: every key any code reads, with its default. Method configs in `configs/`
+start from `base_config(model=..., discriminator=...)` and change values; the returned config is
+locked, so a misspelt or unknown key (in a config file, a test or `--config.a.b=...`) is an error,
+not a silently ignored setting. `config.model` / `config.discriminator` are the constructor
+options of the model the config names (`fdeblur.models.model_config`).
+
+`load("configs/NAME.py:variant,tiny")` loads a config file as `--config=` does;
+`from_workdir(dir)` the config a run saved in `dir/config.json` (over today's defaults).
 
 Conventions: images are float32 in [0, 1], NHWC; sizes are in pixels.
 """
+import importlib.util
+import json
+import os
+
 import ml_collections
+from absl import logging
 
 
-def base_config() -> ml_collections.ConfigDict:
+def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collections.ConfigDict:
+  """The defaults, with the options of generator `model` and discriminator `discriminator`
+  ("" = none). Locked: values can change, keys cannot be added."""
+  from fdeblur import models  # pylint: disable=import-outside-toplevel  (imports flax)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.mesh_shape = ()  # () = 1-D `data` mesh over all devices; (replicas, data) for a 2-D mesh
@@ -19,6 +34,26 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.test_split = "test"
   c.dataset.worker_count = 0  # grain worker processes (0 = in the main process)
   c.dataset.prefetch = 2
+  c.dataset.log_every = 200  # log examples/s every this many batches (0 = never)
+  c.dataset.eval_max_examples = 0  # evenly spaced subset of the test split (0 = all; clips: 64)
+  c.dataset.clip_length = 1  # > 1: clips of T consecutive frames (video datasets)
+  c.dataset.clip_stride = 1  # every clip_stride-th frame of a run
+  # Train-time augmentation, identical for all frames of a clip (input_pipeline.pipeline.Augment).
+  c.dataset.flip = True
+  c.dataset.scale_jitter = 0.05
+  c.dataset.translate_jitter = 0.03  # fraction of the size
+  c.dataset.rotate_jitter = 0.0  # degrees
+  c.dataset.colour_jitter = 0.1
+  # Options of the face builders (input_pipeline.datasets: FaceConfig, FaceVideosConfig; the
+  # defaults are theirs). Non-default values name a separate builder config (its own build).
+  c.dataset.margin = 1.6  # crop side / face box side (also the crop geometry of evaluate, deblur)
+  c.dataset.test_fraction = 0.1
+  c.dataset.split_salt = ""
+  c.dataset.image_format = "png"
+  c.dataset.jpeg_quality = 95
+  c.dataset.min_face = 24
+  c.dataset.temporal_smoothing = 8.0
+  c.dataset.max_frames = 0
 
   # On-device blur (fdeblur.degrade). Each sample draws one protocol with these probabilities
   # (normalised; pravg/vla apply to clip batches only and are dropped for image batches).
@@ -66,9 +101,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.blur.noise_peak = (100.0, 1000.0)  # Poisson: photons at white
   c.blur.noise_poisson_exact = False  # True: real Poisson draws (slow); False: normal approx.
   c.blur.noise_in_linear_light = True
-  # Host-side JPEG (input_pipeline.transforms.RandomJpeg; not applied by degrade).
-  c.blur.jpeg_prob = 0.0
-  c.blur.jpeg_quality = (30, 90)
 
   # What a step optimises (fdeblur.objectives): supervised | gan | chrysos2019.
   c.objective = "supervised"
@@ -85,15 +117,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.gan.n_critic = 1  # discriminator updates per generator update
   c.gan.gp_weight = 10.0  # WGAN-GP penalty weight
   c.gan.conditional = False  # discriminator also sees the blurry input (always for chrysos2019)
-  c.discriminator = ml_collections.ConfigDict()
-  c.discriminator.name = ""  # "" = none; patchgan | chrysos2019
+  c.discriminator = models.discriminator_config(discriminator)  # name "" = none
   c.perceptual = ml_collections.ConfigDict()
   c.perceptual.weights = ""  # local VGG19 file (.npz or torchvision .pth); "random" for tests
   c.perceptual.layer = "conv3_3"
 
-  c.model = ml_collections.ConfigDict()
-  c.model.name = "deblurgan"
-  c.model.dtype = "float32"  # computation dtype; parameters are always float32
+  c.model = models.model_config(model)  # dtype: computation; parameters are always float32
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 16  # global batch over all devices and hosts
@@ -101,8 +130,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.learning_rate = 1e-4
   c.train.b1 = 0.5
   c.train.b2 = 0.999
-  c.train.optimizer = "adam"
-  c.train.schedule = "constant"
+  c.train.optimizer = "adam"  # adam | sgd | rmsprop
+  c.train.momentum = 0.0  # sgd
+  c.train.schedule = "constant"  # constant | cosine | step | linear_decay
+  c.train.decay_steps = 1  # step: multiply by decay_factor every decay_steps
+  c.train.decay_factor = 1.0
+  c.train.decay_start = 0  # linear_decay: constant until this step
   c.train.ema_decay = 0.0  # > 0 keeps an EMA of the generator, used for evaluation
   c.train.log_every = 100
   c.train.checkpoint_every = 5_000
@@ -119,7 +152,63 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.faces = "auto"  # landmark/identity/detection metrics: auto (if dlib) | on | off
   c.eval.detector = "hog"  # dlib detector of the detection metrics: hog | cnn
   c.eval.num_sample_rows = 6
+  c.lock()
   return c
+
+
+def dataset_config(**values) -> ml_collections.ConfigDict:
+  """`config.dataset` with `values` set (for scripts and tests that need the data only)."""
+  c = base_config().dataset
+  for key, value in values.items():
+    c[key] = value
+  return c
+
+
+def _tuples(x):
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def _assign(target: ml_collections.ConfigDict, values: dict, where: str, prefix: str = ""):
+  for key, value in values.items():
+    if key not in target:  # a setting removed since the run (it did nothing then either)
+      logging.warning("%s: ignoring %s%s, not a config key any more", where, prefix, key)
+      continue
+    if isinstance(value, dict):
+      _assign(target[key], value, where, f"{prefix}{key}.")
+    else:
+      target[key] = value
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """"configs/NAME.py[:variant,...]" -> that file's get_config(variant), as --config= loads it."""
+  path, _, variant = spec.partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"config file {path!r} not found")
+  module_spec = importlib.util.spec_from_file_location(
+      "fdeblur_config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(variant)
+  config.lock()
+  return config
+
+
+def from_workdir(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run saved in workdir/config.json, over today's defaults (keys added since are
+  at their defaults; keys the schema no longer has are ignored with a warning)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{workdir} has no config.json (the run's config)")
+  with open(path) as f:
+    saved = _tuples(json.load(f))
+  config = base_config(saved.get("model", {}).get("name", "deblurgan"),
+                       saved.get("discriminator", {}).get("name", ""))
+  _assign(config, saved, path)
+  return config
 
 
 def variant_tokens(arg: str, config_name: str, allowed: tuple[str, ...]) -> set[str]:

@@ -98,18 +98,17 @@ class Deblurrer:
   def __init__(self, checkpoint: str, config_path: str = "", detector: str = "haar",
                margin: float = 0.0, feather: float = 0.15, batch_size: int = 0,
                paste: str = "residual"):
-    from fdeblur import evaluate, networks, train  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel  (--help and usage errors do not import JAX)
+    from fdeblur import inference, state
     workdir = checkpoint
     if os.path.basename(os.path.normpath(checkpoint)) == "checkpoints":
       workdir = os.path.dirname(os.path.normpath(checkpoint))
     self.config = load_config(workdir, config_path)
-    if batch_size:
-      self.config.eval.batch_size = batch_size
-    self.state = train.restore_for_evaluation(self.config, workdir)
-    self.nets = networks.Networks.generator(self.config)
-    self._deblur_batches = evaluate.deblur_batches
+    nets, train_state = state.restore_for_evaluation(self.config, workdir)
+    self.predict = inference.Predictor(nets, train_state,
+                                       batch_size or self.config.eval.batch_size)
     self.size = int(self.config.dataset.image_size)
-    self.margin = margin or float(self.config.dataset.get("margin", 1.6) or 1.6)
+    self.margin = margin or float(self.config.dataset.margin)
     self.detector, self.feather, self.paste_mode = detector, feather, paste
     if detector != "haar":
       from fdeblur import faces  # pylint: disable=import-outside-toplevel
@@ -135,7 +134,7 @@ class Deblurrer:
     if not crops_u8:
       return []
     x = np.stack(crops_u8).astype(np.float32) / 255.0
-    return list(np.clip(self._deblur_batches(self.config, self.nets, self.state, x), 0.0, 1.0))
+    return list(np.clip(self.predict(x), 0.0, 1.0))
 
   def paste(self, image, faces_found, outputs):
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
@@ -147,23 +146,17 @@ class Deblurrer:
 
 def load_config(workdir: str, config_path: str = ""):
   """--config (configs/NAME.py[:variant]) if given, else the workdir's config.json."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
+  from fdeblur import config_lib  # pylint: disable=import-outside-toplevel
   if config_path:
-    import importlib.util  # pylint: disable=import-outside-toplevel
-    path, _, variant = config_path.partition(":")
-    spec = importlib.util.spec_from_file_location("fdeblur_user_config", path)
-    if spec is None or not os.path.isfile(path):
-      raise UsageError(f"--config {path}: no such file")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UsageError(f"{workdir} has no config.json: pass --config configs/NAME.py[:variant] "
-                     "(the config it was trained with)")
-  from fdeblur.evaluate import _tuples  # pylint: disable=import-outside-toplevel
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+    try:
+      return config_lib.load(config_path)
+    except FileNotFoundError as e:
+      raise UsageError(f"--config {config_path}: {e}") from e
+  try:
+    return config_lib.from_workdir(workdir)
+  except FileNotFoundError as e:
+    raise UsageError(f"{e}: pass --config configs/NAME.py[:variant] (the config it was trained "
+                     "with)") from e
 
 
 def faces_crop_iou(a, b) -> float:

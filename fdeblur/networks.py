@@ -30,7 +30,7 @@ class Networks:
 
   @classmethod
   def discriminator(cls, config: ml_collections.ConfigDict) -> "Networks | None":
-    if not config.get("discriminator") or not config.discriminator.get("name"):
+    if not config.discriminator.name:
       return None
     return cls(models.create_discriminator(config.discriminator, nnx.Rngs(config.seed + 1)))
 

@@ -16,6 +16,7 @@ import optax
 from absl import logging
 
 from fdeblur import degrade, losses, metrics, parallel
+from fdeblur.degrade import averaging
 from fdeblur.models import vgg
 
 OBJECTIVES = ("supervised", "gan", "chrysos2019")
@@ -23,9 +24,9 @@ OBJECTIVES = ("supervised", "gan", "chrysos2019")
 
 def perceptual_params(config: ml_collections.ConfigDict):
   """VGG19 weights for the perceptual loss, or None when the config does not use it."""
-  if config.loss.get("perceptual_weight", 0.0) <= 0:
+  if config.loss.perceptual_weight <= 0:
     return None
-  layer = config.perceptual.get("layer", "conv3_3")
+  layer = config.perceptual.layer
   if config.perceptual.weights == "random":
     logging.warning("config.perceptual.weights='random': the perceptual loss uses RANDOM VGG19 "
                     "weights. This is for tests only; name a VGG19 weights file for real runs.")
@@ -41,8 +42,7 @@ def degrade_input(batch: dict):
     return batch["image"]
   clip = {"frames": batch["frames"]}
   if "box" in batch:
-    box = batch["box"]
-    clip["boxes"] = jnp.concatenate([box[..., :2], box[..., :2] + box[..., 2:]], axis=-1)
+    clip["boxes"] = averaging.corner_boxes(batch["box"])
   return clip
 
 
@@ -57,23 +57,23 @@ def _discriminate(d_nets, d_params, d_state, images, condition):
 def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
   """(state, batch, vgg_params) -> (state, metrics). batch: {"image": uint8 [B, H, W, 3]} or a
   clip batch {"frames": uint8 [B, T, H, W, 3], ...} for the averaging protocols."""
-  objective = config.get("objective", "supervised")
+  objective = config.objective
   if objective not in OBJECTIVES:
     raise ValueError(f"config.objective={objective!r} is not one of {OBJECTIVES}")
   if objective != "supervised" and d_nets is None:
     raise ValueError(f"config.objective={objective!r} needs config.discriminator.name")
   w = config.loss
-  pixel = losses.pixel_loss(w.get("pixel", "l1"))
+  pixel = losses.pixel_loss(w.pixel)
   gan = losses.gan_loss(config.gan.kind) if objective != "supervised" else None
-  n_critic = config.gan.get("n_critic", 1) if gan else 0
-  gp_weight = config.gan.get("gp_weight", 10.0) if gan and config.gan.kind == "wgan_gp" else 0.0
-  conditional = objective == "chrysos2019" or config.gan.get("conditional", False)
-  ema_decay = config.train.get("ema_decay", 0.0)
-  vgg_layer = config.perceptual.get("layer", "conv3_3")
+  n_critic = config.gan.n_critic if gan else 0
+  gp_weight = config.gan.gp_weight if gan and config.gan.kind == "wgan_gp" else 0.0
+  conditional = objective == "chrysos2019" or config.gan.conditional
+  ema_decay = config.train.ema_decay
+  vgg_layer = config.perceptual.layer
 
   def content_terms(out, sharp, vgg_params):
-    terms = {"pixel": w.get("pixel_weight", 1.0) * pixel(out, sharp)}
-    if w.get("gradient_weight", 0.0) > 0:
+    terms = {"pixel": w.pixel_weight * pixel(out, sharp)}
+    if w.gradient_weight > 0:
       terms["gradient"] = w.gradient_weight * losses.gradient_l1(out, sharp)
     if vgg_params is not None:
       f_out = vgg.features(vgg_params, out, vgg_layer)
@@ -134,8 +134,8 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
         cond = blurry if conditional else None
         fake_logits, fake_feats, _ = _discriminate(d_nets, state.d_params, state.d_state, out,
                                                    cond)
-        terms["adversarial"] = w.get("adversarial_weight", 1.0) * gan.generator(fake_logits)
-        if w.get("projection_weight", 0.0) > 0:
+        terms["adversarial"] = w.adversarial_weight * gan.generator(fake_logits)
+        if w.projection_weight > 0:
           _, real_feats, _ = _discriminate(d_nets, state.d_params, state.d_state, sharp, cond)
           terms["projection"] = w.projection_weight * losses.projection(
               fake_feats, jax.lax.stop_gradient(real_feats))
@@ -150,7 +150,7 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
     params = optax.apply_updates(state.params, updates)
     ema = state.ema_params
     if ema_decay > 0:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+      ema = optax.incremental_update(params, ema, step_size=1.0 - ema_decay)
     state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                           opt_state=opt_state, ema_params=ema)
     return state, {"loss": loss, **terms, **d_metrics,

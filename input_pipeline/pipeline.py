@@ -6,11 +6,11 @@ consecutive frames) and their geometry to the device, where `fdeblur.degrade` sy
 blur inside the train step.
 
 Batches (numpy): `image` uint8 [b, S, S, 3]; for clips (`clip_length` T > 1) also `frames` uint8
-[b, T, S, S, 3] (`image` is then the middle frame, index T // 2). When the dataset stores
+[b, T, S, S, 3] (`image` is then the middle frame, index (T - 1) // 2, as `degrade` uses). When the dataset stores
 geometry: `box` float32 [b, (T,) 4] (x, y, w, h in crop pixels), `landmarks` float32
 [b, (T,) 68, 2] (x, y) and `has_landmarks` bool [b, (T,)].
 
-`config.dataset` fields read here (all optional except the first four):
+`config.dataset` fields read here (declared with their defaults in fdeblur.config_lib):
   name, data_dir, manual_dir, image_size, train_split, test_split, worker_count, prefetch;
   clip_length (1), clip_stride (1): T frames, every clip_stride-th, from one run of frames;
   flip (True), scale_jitter (0.05), translate_jitter (0.03, fraction of the size),
@@ -37,15 +37,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from fdeblur.degrade.averaging import middle_frame
 from input_pipeline import datasets, faces_crop
 from input_pipeline.datasets import common
 
 GEOMETRY = ("box", "landmarks", "has_landmarks")
-
-
-def _get(cfg, key, default):
-  value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-  return default if value is None else value
 
 
 def _builder_config(cls, cfg):
@@ -55,8 +51,8 @@ def _builder_config(cls, cfg):
   for field in dataclasses.fields(base):
     if field.name in reserved:
       continue
-    value = _get(cfg, field.name, None)
-    if value is not None and value != getattr(base, field.name):
+    value = cfg[field.name]
+    if value != getattr(base, field.name):
       overrides[field.name] = type(getattr(base, field.name))(value)
   name = common.config_name(cfg.image_size, overrides)
   if name in {c.name for c in cls.BUILDER_CONFIGS}:
@@ -73,7 +69,7 @@ def get_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
     raise ValueError(f"config.dataset.name={cfg.name!r} is not one of {sorted(datasets.BUILDERS)}")
   cls = datasets.BUILDERS[cfg.name]
   kwargs = {"file_format": "array_record", "config": _builder_config(cls, cfg)}
-  if _get(cfg, "data_dir", ""):
+  if cfg.data_dir:
     kwargs["data_dir"] = cfg.data_dir
   return cls(**kwargs)
 
@@ -83,7 +79,7 @@ def build(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   builder = get_builder(cfg)
   if not builder.is_prepared():
     logging.info("Building %s into %s", builder.info.full_name, builder.data_dir)
-    manual_dir = _get(cfg, "manual_dir", "") or None
+    manual_dir = cfg.manual_dir or None
     if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) and not manual_dir:
       raise ValueError(f"dataset {cfg.name!r} reads your files: set config.dataset.manual_dir "
                        f"(--manual_dir). {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
@@ -247,7 +243,7 @@ class Augment(grain.transforms.RandomMap):
     frames = np.ascontiguousarray(frames)
     if clip:
       out["frames"] = frames
-      out["image"] = frames[frames.shape[0] // 2]
+      out["image"] = frames[middle_frame(frames.shape[0])]
     else:
       out["image"] = frames[0]
     return out
@@ -259,16 +255,14 @@ class MiddleFrame(grain.transforms.Map):
 
   def map(self, example):
     if "frames" in example:
-      example = dict(example, image=example["frames"][example["frames"].shape[0] // 2])
+      example = dict(example, image=example["frames"][middle_frame(example["frames"].shape[0])])
     return example
 
 
 def augment_from_config(cfg) -> Augment:
-  return Augment(flip=bool(_get(cfg, "flip", True)),
-                 scale_jitter=float(_get(cfg, "scale_jitter", 0.05)),
-                 translate_jitter=float(_get(cfg, "translate_jitter", 0.03)),
-                 rotate_jitter=float(_get(cfg, "rotate_jitter", 0.0)),
-                 colour_jitter=float(_get(cfg, "colour_jitter", 0.1)))
+  return Augment(flip=bool(cfg.flip), scale_jitter=float(cfg.scale_jitter),
+                 translate_jitter=float(cfg.translate_jitter),
+                 rotate_jitter=float(cfg.rotate_jitter), colour_jitter=float(cfg.colour_jitter))
 
 
 # --- datasets -----------------------------------------------------------------------------------
@@ -276,9 +270,9 @@ def augment_from_config(cfg) -> Augment:
 def source_for(cfg: ml_collections.ConfigDict, split: str):
   """The random-access source: records, or clips of `clip_length` records."""
   source = data_source(cfg, split)
-  length = int(_get(cfg, "clip_length", 1))
+  length = int(cfg.clip_length)
   if length > 1:
-    source = ClipSource(source, segments(cfg, split), length, int(_get(cfg, "clip_stride", 1)))
+    source = ClipSource(source, segments(cfg, split), length, int(cfg.clip_stride))
   if len(source) == 0:
     raise ValueError(f"split {split!r} of {cfg.name} is empty")
   return source
@@ -346,7 +340,7 @@ def iterate(ds: grain.MapDataset, start: int, cfg: ml_collections.ConfigDict):
                                                     prefetch_buffer_size=cfg.prefetch))
   if cfg.worker_count > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
-  return LoggedIterator(iter(it), int(_get(cfg, "log_every", 200)), start)
+  return LoggedIterator(iter(it), int(cfg.log_every), start)
 
 
 def eval_examples(cfg: ml_collections.ConfigDict, split: str | None = None) -> dict:
@@ -355,7 +349,7 @@ def eval_examples(cfg: ml_collections.ConfigDict, split: str | None = None) -> d
   split = split or cfg.test_split
   source = data_source(cfg, split)
   n = len(source)
-  limit = int(_get(cfg, "eval_max_examples", 0))
+  limit = int(cfg.eval_max_examples)
   indices = np.linspace(0, n - 1, limit).round().astype(int) if 0 < limit < n else range(n)
   items = [source[int(i)] for i in indices]
   if not items:

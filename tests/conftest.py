@@ -14,11 +14,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 def load_config(name: str, variant: str = "tiny"):
   """A config file's get_config(variant), as --config=configs/NAME.py:variant loads it."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  from fdeblur import config_lib
+  return config_lib.load(os.path.join(ROOT, "configs", f"{name}.py") + ":" + variant)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ def _train_steps(cfg, n=3):
   mesh = parallel.make_mesh()
   setup = train.Setup(cfg, mesh)
   state = jax.device_put(setup.init_state(), parallel.replicated(mesh))
-  before = (_leaves(state.params), _leaves(state.d_params))
+  before = (_leaves(state.params), _leaves(state.d_params), jax.device_get(state.params))
   ds = pipeline.train_dataset(cfg.dataset, seed=0, local_batch_size=cfg.train.batch_size)
   history = []
   for i in range(n):
@@ -36,7 +36,7 @@ def _moved(before, after):
 def test_tiny_variant_trains(name, variant, data_dir):
   cfg = load_config(name, variant)
   cfg.dataset.data_dir = data_dir
-  state, (g0, d0), history = _train_steps(cfg)
+  state, (g0, d0, _), history = _train_steps(cfg)
   for h in history:
     assert all(np.isfinite(v) for v in h.values()), h
   assert _moved(g0, _leaves(state.params)) > len(g0) // 2
@@ -56,7 +56,6 @@ def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(video_data_dir, tmp_
   stage1.dataset.data_dir, stage1.dataset.manual_dir = data_dir, manual_dir
   stage1.dataset.clip_length = 1
   stage1.dataset.image_size = 128
-  stage1.model.hg_features = 8
   stage1.model.features, stage1.model.n_stacks = 8, 2
   stage1.train.num_steps, stage1.eval.every = 2, 0
   hg_state = train.train(stage1, str(tmp_path / "stage1"))
@@ -64,7 +63,7 @@ def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(video_data_dir, tmp_
   cfg = load_config("chrysos2019", "tiny")
   cfg.dataset.data_dir, cfg.dataset.manual_dir = data_dir, manual_dir
   cfg.model.hourglass_checkpoint = str(tmp_path / "stage1")
-  state, (g0, d0), history = _train_steps(cfg)
+  state, (g0, d0, params0), history = _train_steps(cfg)
   for h in history:
     assert all(np.isfinite(v) for v in h.values()), h
     assert {"pixel", "gradient", "projection", "reconstruction", "adversarial"} <= set(h)
@@ -73,9 +72,15 @@ def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(video_data_dir, tmp_
   now = _leaves(state.params["generator"]["hourglass"])
   assert all(np.array_equal(a, b) for a, b in zip(loaded, now))
   assert _moved(_leaves(hg_state.model_state), _leaves(state.model_state["generator"]["hourglass"])) == 0
-  for part in ("g_bl",):
-    assert _moved(_leaves(jax.tree.map(np.zeros_like, state.params["generator"][part])),
-                  _leaves(state.params["generator"][part])) > 0
+  # G_bl (its encoder and the shared decoder) and G_s (its own encoder) moved away from
+  # their values before training
+  for path in (("generator", "g_bl", "encoder"), ("generator", "g_bl", "decoder"),
+               ("identity_stream", "encoder")):
+    before, after = params0, state.params
+    for key in path:
+      before, after = before[key], after[key]
+    b, a = _leaves(before), _leaves(after)
+    assert _moved(b, a) > len(b) // 2, path
   assert _moved(d0, _leaves(state.d_params)) > len(d0) // 2
 
 

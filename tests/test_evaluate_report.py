@@ -4,12 +4,12 @@ import json
 import os
 import shutil
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from fdeblur import evaluate, faces, networks, train
+from fdeblur import config_lib, evaluate, face_analysis, faces, inference, protocols
+from fdeblur import state as state_lib
 
 
 def _png_ok(path):
@@ -93,17 +93,17 @@ def test_compare_puts_checkpoints_side_by_side(trained, tmp_path):
 def test_protocol_names_are_checked(tiny_config):
   tiny_config.eval.protocols = "pravg7"
   with pytest.raises(ValueError, match="clip dataset"):
-    evaluate.protocols(tiny_config)
+    protocols.protocols(tiny_config)
   tiny_config.eval.protocols = "nonsense"
   with pytest.raises(ValueError, match="unknown evaluation protocol"):
-    evaluate.protocols(tiny_config)
+    protocols.protocols(tiny_config)
   tiny_config.eval.protocols = ""
-  assert evaluate.protocols(tiny_config)[:3] == ["training", "gaussian", "motion"]
+  assert protocols.protocols(tiny_config)[:3] == ["training", "gaussian", "motion"]
   tiny_config.dataset.clip_length = 9
   tiny_config.blur.pravg_lengths = (7, 9, 11, 15, 21)
-  names = evaluate.protocols(tiny_config)
+  names = protocols.protocols(tiny_config)
   assert "pravg7" in names and "pravg9" in names and "pravg11" not in names and "vla" in names
-  blur = evaluate.protocol_blur(tiny_config, "pravg9")
+  blur = protocols.protocol_blur(tiny_config, "pravg9")
   assert blur.pravg_prob == 1.0 and blur.gaussian_prob == 0.0 and tuple(blur.pravg_lengths) == (9,)
   assert tiny_config.blur.gaussian_prob > 0  # the config itself is untouched
 
@@ -112,9 +112,9 @@ def test_pravg_blur_of_clips_is_the_frame_average(tiny_config):
   tiny_config.dataset.clip_length = 7
   rng = np.random.default_rng(0)
   frames = rng.integers(0, 256, size=(2, 7, 16, 16, 3)).astype(np.uint8)
-  blur = evaluate.protocol_blur(tiny_config, "pravg7")
+  blur = protocols.protocol_blur(tiny_config, "pravg7")
   blur.camera_response = "none"
-  blurry, sharp = evaluate.blur_test_clips(tiny_config, {"frames": frames}, blur)
+  blurry, sharp = inference.blur_test_clips(tiny_config, {"frames": frames}, blur)
   np.testing.assert_allclose(sharp, frames[:, 3] / 255.0, atol=1e-6)
   np.testing.assert_allclose(blurry, frames.mean(1) / 255.0, atol=1e-4)
 
@@ -126,14 +126,13 @@ def test_face_analysis_on_a_real_face_oracle_is_perfect():
   crop = skdata.astronaut()[30:270, 100:340]
   img = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)[None]
   data = {"image": img}
-  an = evaluate.FaceAnalysis(
-      ml_collections.ConfigDict({"dataset": {"margin": 1.6}, "eval": {"detector": "hog"}}), data)
+  an = face_analysis.FaceAnalysis(config_lib.base_config(), data)
   sharp = img.astype(np.float32) / 255.0
   res = an.analyse(sharp)
   assert res["landmarks"].shape == (1, 68, 2) and res["embedding"].shape == (1, 128)
   assert res["detected"][0]  # the astronaut's face is found at 256px
   gt = an.ground_truth(res)
-  summary, err, ident = evaluate._face_rows(res, gt, res["embedding"])
+  summary, err, ident = face_analysis.face_rows(res, gt, res["embedding"])
   assert err[0] == 0.0 and summary["landmark_auc"] == pytest.approx(1.0)
   assert ident[0] == pytest.approx(1.0, abs=1e-5)
 
@@ -148,8 +147,8 @@ def test_clip_dataset_pravg_and_vla_protocols(trained, video_data_dir):
   cfg.eval.batch_size = cfg_q.eval.batch_size
   data = evaluate.load_test_data(cfg)
   assert data["clips"]["frames"].shape[1:2] == (cfg.dataset.clip_length,)
-  state = train.restore_for_evaluation(cfg_q, workdir)  # any generator: fully convolutional
-  results, _ = evaluate.evaluate_state(cfg, networks.Networks.generator(cfg_q), state, data, False)
+  nets, state = state_lib.restore_for_evaluation(cfg_q, workdir)  # any generator: fully conv.
+  results, _ = evaluate.evaluate_state(cfg, nets, state, data, False)
   names = list(results["protocols"])
   assert names[:3] == ["training", "gaussian", "motion"] and names[-3:] == ["pravg3", "pravg5", "vla"]
   for p in results["protocols"].values():
@@ -168,11 +167,11 @@ def test_missing_faces_extra_is_explained(monkeypatch, tiny_config):
     faces.models_dir()
   assert not faces.available()
   tiny_config.eval.faces = "auto"
-  assert not evaluate._faces_enabled(tiny_config)  # falls back to PSNR/SSIM only
+  assert not face_analysis.enabled(tiny_config)  # falls back to PSNR/SSIM only
   tiny_config.eval.faces = "dlib"
   faces.load.cache_clear()
   try:
     with pytest.raises(faces.FacesUnavailable, match="face_recognition_models is not installed"):
-      evaluate._faces_enabled(tiny_config)
+      face_analysis.enabled(tiny_config)
   finally:
     faces.load.cache_clear()

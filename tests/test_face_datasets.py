@@ -6,14 +6,15 @@ corner), then moved by known similarity transforms (photos) or along a known pat
 stored landmark must sit on its dot in every crop, which checks the whole chain .pts ->
 alignment -> crop -> augmentation without trusting the code's own geometry.
 """
+import copy
 import os
 
 import cv2
-import ml_collections
 import numpy as np
 import pytest
 from skimage import data as skdata
 
+from fdeblur import config_lib
 from input_pipeline import faces_crop, pipeline
 from input_pipeline.datasets import common
 
@@ -80,10 +81,8 @@ def _noface(h=256, w=256):
 
 
 def _cfg(name, data_dir, manual_dir, **kw):
-  return ml_collections.ConfigDict(dict(
-      name=name, data_dir=str(data_dir), manual_dir=str(manual_dir), image_size=SIZE,
-      train_split="train", test_split="test", worker_count=0, prefetch=2, test_fraction=0.5,
-      **kw))
+  return config_lib.dataset_config(name=name, data_dir=str(data_dir), manual_dir=str(manual_dir),
+                                   image_size=SIZE, test_fraction=0.5, **kw)
 
 
 def _all(cfg, split):
@@ -323,7 +322,7 @@ def test_clips_are_consecutive_frames_of_one_video(videos_cfg):
 
 
 def test_clip_batches(videos_cfg):
-  cfg = ml_collections.ConfigDict(videos_cfg.to_dict())
+  cfg = copy.deepcopy(videos_cfg)
   cfg.clip_length = 4
   split = max(("train", "test"), key=lambda s: len(pipeline.data_source(cfg, s)))
   ds = pipeline.train_dataset(cfg, seed=0, local_batch_size=3, split=split)

@@ -3,11 +3,11 @@ import json
 import os
 
 import cv2
-import ml_collections
 import numpy as np
 import pytest
 from skimage import data as skdata
 
+from fdeblur import config_lib
 from input_pipeline import mining, pipeline
 
 N = 14
@@ -93,9 +93,8 @@ def test_mined_clips_follow_the_face_and_build_as_face_videos(mined, tmp_path):
   xy = np.array([boxes[n][:2] for n in names])
   slope = np.polyfit(numbers, xy, 1)[0]
   np.testing.assert_allclose(slope, [3.0, 1.0], atol=0.6)
-  cfg = ml_collections.ConfigDict(dict(
-      name="face_videos", data_dir=str(tmp_path), manual_dir=out, image_size=32,
-      train_split="train", test_split="test", worker_count=0, prefetch=2, test_fraction=0.5))
+  cfg = config_lib.dataset_config(name="face_videos", data_dir=str(tmp_path), manual_dir=out,
+                                  image_size=32, test_fraction=0.5)
   pipeline.build(cfg)
   total = sum(len(pipeline.data_source(cfg, s)) for s in ("train", "test"))
   assert total == report["accepted_frames"]

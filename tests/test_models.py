@@ -361,7 +361,7 @@ def test_inference_graph_has_no_identity_stream():
       nnx.state(gan), x)
   assert len(infer_jaxpr.jaxpr.invars) < len(train_jaxpr.jaxpr.invars)
   # the registry's "chrysos2019" generator is the inference graph; create_training has both
-  cfg = ml_collections.ConfigDict(dict(name="chrysos2019", ngf=2, hg_stacks=1, hg_features=8))
+  cfg = models.model_config("chrysos2019", ngf=2, hg_stacks=1, hg_features=8)
   made = nnx.eval_shape(lambda: models.create(cfg, nnx.Rngs(0)))
   assert isinstance(made, Chrysos2019Generator) and not hasattr(made, "identity_stream")
   made = nnx.eval_shape(lambda: models.create_training(cfg, nnx.Rngs(0)))
@@ -385,23 +385,38 @@ def test_frozen_hourglass_stays_in_eval_mode_in_training():
 
 def test_registry_reads_options_with_paper_defaults():
   assert set(models.REGISTRY) == {"resnet_deblur", "hourglass", "chrysos2019", "deblurgan"}
-  cfg = ml_collections.ConfigDict(dict(name="resnet_deblur", width=4, depth=18, dtype="bfloat16"))
+  cfg = models.model_config("resnet_deblur", width=4, depth=18, dtype="bfloat16")
   m = nnx.eval_shape(lambda: models.create(cfg, nnx.Rngs(0)))
   assert isinstance(m, ResNetDeblur) and m.dtype == jnp.bfloat16 and len(m.stages[0]) == 2
-  m = nnx.eval_shape(lambda: models.create(ml_collections.ConfigDict({"name": "resnet_deblur"}),
-                                           nnx.Rngs(0)))
+  m = nnx.eval_shape(lambda: models.create(models.model_config("resnet_deblur"), nnx.Rngs(0)))
   assert count_params(m) == table_count(resnet50_rows())
-  m = nnx.eval_shape(lambda: models.create(ml_collections.ConfigDict({"name": "deblurgan"}),
-                                           nnx.Rngs(0)))
+  m = nnx.eval_shape(lambda: models.create(models.model_config("deblurgan"), nnx.Rngs(0)))
   assert count_params(m) == 7_837_699
-  cfg = ml_collections.ConfigDict(dict(name="hourglass", n_stacks=1))
+  cfg = models.model_config("hourglass", n_stacks=1)
   assert count_params(nnx.eval_shape(lambda: models.create(cfg, nnx.Rngs(0)))) == \
       table_count(hourglass_rows(1))
   with pytest.raises(ValueError, match="not one of"):
-    models.create(ml_collections.ConfigDict({"name": "unet"}), nnx.Rngs(0))
+    models.model_config("unet")
   d = nnx.eval_shape(lambda: models.create_discriminator(
-      ml_collections.ConfigDict({"name": "patchgan"}), nnx.Rngs(0)))
+      models.discriminator_config("patchgan"), nnx.Rngs(0)))
   assert isinstance(d, PatchGANDiscriminator) and count_params(d) == 2_764_737
   d = nnx.eval_shape(lambda: models.create_discriminator(
-      ml_collections.ConfigDict({"name": "chrysos2019"}), nnx.Rngs(0)))
+      models.discriminator_config("chrysos2019"), nnx.Rngs(0)))
   assert isinstance(d, Chrysos2019Discriminator) and count_params(d) == table_count(D2019_ROWS)
+
+
+def test_model_options_are_the_constructor_signature():
+  cfg = models.model_config("resnet_deblur")
+  assert (cfg.depth, cfg.width, tuple(cfg.skip_blocks)) == (50, 64, (1, 2))
+  assert models.model_config("chrysos2019").hourglass_checkpoint == ""  # an entry's extra key
+  with pytest.raises(KeyError, match="no option 'widht'"):
+    models.model_config("resnet_deblur", widht=3)
+  # a section built for another model is refused with the way out
+  cfg = models.model_config("deblurgan")
+  cfg.name = "hourglass"
+  with pytest.raises(ValueError, match="model_config"):
+    models.create(cfg, nnx.Rngs(0))
+  assert models.frozen_prefixes(models.model_config("chrysos2019")) == ("generator/hourglass",)
+  assert models.frozen_prefixes(
+      models.model_config("chrysos2019", freeze_hourglass=False)) == ()
+  assert models.frozen_prefixes(models.model_config("deblurgan")) == ()

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 from scipy import ndimage
 
-from fdeblur import evaluate, networks, parallel, train
+from fdeblur import evaluate, inference, networks, parallel, train
+from fdeblur import state as state_lib
 from input_pipeline import pipeline
 
 
@@ -114,8 +115,9 @@ def test_evaluate_writes_report_matching_numpy(tiny_config, tmp_path):
   assert saved["num_images"] == len(data["image"])
   # Recompute image 0 from scratch in float64.
   sharp = data["image"][:1].astype(np.float64) / 255.0
-  blurry = evaluate.blur_test_set(tiny_config, data["image"])[:1]
-  out = evaluate.deblur_batches(tiny_config, networks.Networks.generator(tiny_config), state, blurry)
+  blurry = inference.blur_test_set(tiny_config, data["image"])[:1]
+  predict = inference.Predictor(networks.Networks.generator(tiny_config), state, 8)
+  out = predict(blurry)
   psnr = lambda x: 10 * np.log10(1.0 / np.mean((x.astype(np.float64) - sharp) ** 2))
   row = saved["per_image"][0]
   np.testing.assert_allclose(row["psnr_blurred"], psnr(blurry), rtol=1e-4)
@@ -141,14 +143,16 @@ def test_evaluate_without_checkpoint_fails_clearly(tiny_config, tmp_path):
     raise AssertionError("expected FileNotFoundError")
 
 
-def test_non_finite_loss_stops_naming_the_step(tiny_config, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_naming_the_step_before_any_save(tiny_config, tmp_path,
+                                                               monkeypatch):
   # Parameters become NaN in the update of step 3 (Adam's count 2), so the loss of step 4 is
-  # the first non-finite one; logging happens only at step 6.
-  monkeypatch.setattr(train, "learning_rate_schedule",
+  # the first non-finite one; logging happens only at step 6, a checkpoint is due at steps 2
+  # and 4: the one of step 4 (a state updated by a NaN step) must not be written.
+  monkeypatch.setattr(state_lib, "learning_rate_schedule",
                       lambda cfg: (lambda count: jnp.where(count >= 2, jnp.nan, 1e-3)))
   tiny_config.train.num_steps = 6
   tiny_config.train.log_every = 6
-  tiny_config.train.checkpoint_every = 100
+  tiny_config.train.checkpoint_every = 2
   tiny_config.eval.every = 0
   try:
     train.train(tiny_config, str(tmp_path))
@@ -156,6 +160,8 @@ def test_non_finite_loss_stops_naming_the_step(tiny_config, tmp_path, monkeypatc
     assert "at step 4" in str(e)
   else:
     raise AssertionError("expected FloatingPointError")
+  saved = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  assert saved == [2]
 
 
 def test_validation_logs_and_keeps_the_best_checkpoint(tiny_config, tmp_path):
@@ -187,7 +193,8 @@ def test_checkpoint_from_8_devices_restores_on_a_2x4_mesh(tiny_config, tmp_path)
   tiny_config.mesh_shape = (2, 4)
   mesh = parallel.make_mesh((2, 4))
   setup = train.Setup(tiny_config, mesh)
-  restored = train.restore_or_init(tiny_config, str(tmp_path), setup)
+  restored = state_lib.restore_or_init(setup, state_lib.checkpointer(tiny_config, str(tmp_path)),
+                                       mesh)
   assert int(restored.step) == 2
   kernel = restored.params["head"]["kernel"]
   assert kernel.sharding.mesh.shape == {"replica": 2, "data": 4}

@@ -13,7 +13,7 @@ depends on the batch it is in, and every shape is static, so a train step compil
 
 Kernels are applied by `convolve` (direct or FFT, chosen by kernel size); clips' kernel samples
 blur the middle frame. Then optional sensor noise, and a clip to [0, 1]. Submodules: `kernels`,
-`apply`, `averaging`, `noise`; the host-side JPEG stage is `input_pipeline.transforms.RandomJpeg`.
+`apply`, `averaging`, `noise`.
 """
 import functools
 from collections.abc import Mapping
@@ -54,8 +54,8 @@ __all__ = [
 def mixture(cfg: ml_collections.ConfigDict, clips: bool) -> np.ndarray:
   """Static protocol probabilities in PROTOCOLS order, normalised. For image batches (clips=False)
   the averaging protocols are dropped and the kernel families renormalised."""
-  p = np.array([cfg.gaussian_prob, cfg.motion_prob, cfg.get("trajectory_prob", 0.0),
-                cfg.get("pravg_prob", 0.0), cfg.get("vla_prob", 0.0)], np.float64)
+  p = np.array([cfg.gaussian_prob, cfg.motion_prob, cfg.trajectory_prob, cfg.pravg_prob,
+                cfg.vla_prob], np.float64)
   if (p < 0).any():
     raise ValueError(f"config.blur protocol probabilities must be >= 0, got {p.tolist()}")
   if not clips:
@@ -131,7 +131,7 @@ def _degrade_jit(key, batch, cfg):
     if frames.ndim != 5:
       raise ValueError(f"batch['frames'] must be [B, T, H, W, C], got {frames.shape}")
     num_frames = frames.shape[1]
-    sharp = frames[:, averaging.middle(num_frames)]
+    sharp = frames[:, averaging.middle_frame(num_frames)]
     boxes = batch.get("boxes")
     if boxes is None and batch.get("landmarks") is not None:
       boxes = boxes_from_landmarks(jnp.asarray(batch["landmarks"], jnp.float32))
@@ -142,9 +142,9 @@ def _degrade_jit(key, batch, cfg):
   b = sharp.shape[0]
   probs = mixture(cfg, clips)
   size = kernel_support(cfg)
-  kind = cfg.get("camera_response", "gamma")
-  gamma = float(cfg.get("camera_gamma", 2.2))
-  motion_source = cfg.get("vla_motion", "phase_correlation")
+  kind = cfg.camera_response
+  gamma = float(cfg.camera_gamma)
+  motion_source = cfg.vla_motion
   if probs[4] > 0:
     l_min, l_max = _vla_bounds(cfg, num_frames)
     if motion_source not in ("phase_correlation", "none"):
@@ -161,10 +161,10 @@ def _degrade_jit(key, batch, cfg):
 
   if probs[:3].sum() > 0:
     ker = kernels_for(k_kernel, proto, cfg)
-    linear = cfg.get("kernels_in_linear_light", False)
+    linear = cfg.kernels_in_linear_light
     src = inverse_response(sharp, kind, gamma) if linear else sharp
-    blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.get("fft_min_kernel_size", 0)),
-                      border=cfg.get("border", "reflect"))
+    blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.fft_min_kernel_size),
+                      border=cfg.border)
     if linear:
       blurry = response(blurry, kind, gamma)
   else:
@@ -189,8 +189,8 @@ def _degrade_jit(key, batch, cfg):
     blurry = jnp.where(is_avg[:, None, None, None], averaged, blurry)
     length = jnp.where(is_avg, length_avg, length)
 
-  if cfg.get("noise", "none") != "none":
-    if cfg.get("noise_in_linear_light", True):
+  if cfg.noise != "none":
+    if cfg.noise_in_linear_light:
       blurry = response(add_noise(k_noise, inverse_response(blurry, kind, gamma), cfg), kind,
                         gamma)
     else:

@@ -62,15 +62,22 @@ def response(x: jax.Array, kind: str = "gamma", gamma: float = 2.2) -> jax.Array
 # Windows and averages.
 
 
-def middle(num_frames: int) -> int:
+def middle_frame(num_frames: int) -> int:
+  """The sharp frame of a clip of `num_frames`: index (T - 1) // 2 (the centre of the odd
+  averaging windows; for even T the earlier of the two middle frames)."""
   return (num_frames - 1) // 2
+
+
+def corner_boxes(box):
+  """Face boxes (x, y, w, h) [..., 4] -> (x_min, y_min, x_max, y_max); numpy or jax arrays."""
+  return jnp.concatenate([box[..., :2], box[..., :2] + box[..., 2:]], axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("num_frames",))
 def window_weights(length: jax.Array, num_frames: int) -> jax.Array:
   """[B] lengths -> [B, T] masks of the L consecutive frames around the middle frame (for even L
   one more frame after the middle than before)."""
-  m = middle(num_frames)
+  m = middle_frame(num_frames)
   t = jnp.arange(num_frames)[None, :]
   start = m - (length[:, None] - 1) // 2
   return ((t >= start) & (t < start + length[:, None])).astype(jnp.float32)
@@ -92,7 +99,7 @@ def pravg(frames: jax.Array, length, kind: str = "gamma", gamma: float = 2.2):
   Returns (blurry [B, H, W, C], sharp = middle frame)."""
   b, t = frames.shape[:2]
   length = jnp.broadcast_to(jnp.asarray(length, jnp.int32), (b,))
-  return average_frames(frames, window_weights(length, t), kind, gamma), frames[:, middle(t)]
+  return average_frames(frames, window_weights(length, t), kind, gamma), frames[:, middle_frame(t)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,7 +138,7 @@ def phase_correlation_shifts(frames: jax.Array, boxes: jax.Array | None = None) 
   if boxes is None:
     box = jnp.broadcast_to(jnp.array([0.0, 0.0, w, h], jnp.float32), (b, 4))
   else:
-    mb = boxes[:, middle(t)].astype(jnp.float32)
+    mb = boxes[:, middle_frame(t)].astype(jnp.float32)
     c = (mb[:, :2] + mb[:, 2:]) / 2
     half = (mb[:, 2:] - mb[:, :2]) * 0.75
     box = jnp.concatenate([c - half, c + half], axis=-1)
@@ -176,7 +183,7 @@ def vla_stops(frames: jax.Array, *, boxes: jax.Array | None = None,
   float [B, R + 1] 'iou', 'psnr', 'motion_sum' (pixels). `motion` [B, T - 1] is in pixels (None:
   no motion condition). max_motion and max_step are fractions of min(H, W)."""
   b, t, h, w = frames.shape[:4]
-  m = middle(t)
+  m = middle_frame(t)
   radii = np.arange(m + 1)
   scale = float(min(h, w))
   first, last = m - radii, m + radii  # static indices
@@ -237,4 +244,4 @@ def vla(frames: jax.Array, l_min: int, l_max: int, **kw):
   lengths = vla_lengths(stops["any"], l_min, l_max)
   blurry = average_frames(frames, window_weights(lengths, t), kw.get("kind", "gamma"),
                           kw.get("gamma", 2.2))
-  return blurry, frames[:, middle(t)], lengths, stops
+  return blurry, frames[:, middle_frame(t)], lengths, stops

@@ -129,7 +129,7 @@ def kernel_support(cfg: ml_collections.ConfigDict) -> int:
   ksize = int(cfg.kernel_size)
   if ksize % 2 != 1:
     raise ValueError(f"config.blur.kernel_size must be odd, got {ksize}")
-  if cfg.get("trajectory_prob", 0.0) > 0:
+  if cfg.trajectory_prob > 0:
     return max(ksize, trajectory_support(cfg))
   return ksize
 
@@ -280,7 +280,7 @@ def _trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
   fractions = jnp.asarray(cfg.trajectory_fractions, jnp.float32)
   fraction = fractions[draws["fraction_index"]]
   w = exposure_weights(fraction, paths.shape[1])
-  centred = centre_paths(paths, w, cfg.get("trajectory_center", "exposure"))
+  centred = centre_paths(paths, w, cfg.trajectory_center)
   return splat(centred, w, kernel_size), centred, fraction
 
 
@@ -307,7 +307,7 @@ def _embed(kernels: jax.Array, size: int) -> jax.Array:
 
 def kernel_probs(cfg: ml_collections.ConfigDict) -> np.ndarray:
   """Static probabilities of the kernel families (gaussian, motion, trajectory), unnormalised."""
-  return np.array([cfg.gaussian_prob, cfg.motion_prob, cfg.get("trajectory_prob", 0.0)],
+  return np.array([cfg.gaussian_prob, cfg.motion_prob, cfg.trajectory_prob],
                   np.float64)
 
 
@@ -325,9 +325,9 @@ def kernels_for(keys: jax.Array, proto: jax.Array, cfg: ml_collections.ConfigDic
   out = delta
   if probs[0] > 0:
     sx = _between(u[:, 0], cfg.gaussian_sigma)
-    sy = jnp.where(u[:, 3] < cfg.get("gaussian_anisotropic_prob", 0.0),
+    sy = jnp.where(u[:, 3] < cfg.gaussian_anisotropic_prob,
                    _between(u[:, 1], cfg.gaussian_sigma), sx)
-    angle = _between(u[:, 2], cfg.get("gaussian_angle", (0.0, 180.0)))
+    angle = _between(u[:, 2], cfg.gaussian_angle)
     g = gaussian_kernels(sx, ksize, sy, angle)
     out = jnp.where((proto == 0)[:, None, None], _embed(g, size), out)
   if probs[1] > 0:

@@ -42,7 +42,7 @@ def poisson_gaussian_noise(key: jax.Array, x: jax.Array, peak: jax.Array, sigma:
 def add_noise(keys: jax.Array, images: jax.Array, cfg) -> jax.Array:
   """Noise of kind `cfg.noise` with per-sample parameters drawn from each sample's key.
   keys: [B]; images: [B, H, W, C]."""
-  kind = cfg.get("noise", "none")
+  kind = cfg.noise
   if kind == "none":
     return images
   if kind not in NOISES:
@@ -58,6 +58,6 @@ def add_noise(keys: jax.Array, images: jax.Array, cfg) -> jax.Array:
     lo, hi = cfg.noise_peak
     peak = lo + (hi - lo) * u[1]
     return poisson_gaussian_noise(k_noise, img[None], peak, sigma,
-                                  cfg.get("noise_poisson_exact", False))[0]
+                                  cfg.noise_poisson_exact)[0]
 
   return jax.vmap(one)(keys, images)

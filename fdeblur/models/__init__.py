@@ -1,104 +1,150 @@
-"""Model registry: `create(config.model, rngs)` builds the generator a config names.
+"""Model registry: one `Entry` per model name; the options a config may set are the keyword
+arguments of the model's constructor, with the constructor's defaults (the papers' values).
 
-Every generator takes keyword config values + `dtype` + `rngs`; `__call__(images, *, rngs=None)`
-maps float [B, H, W, C] images in [0, 1] to float32 [0, 1]; dropout keys come with the call.
-Options are read from `config.model` with the paper's value as the default:
+`model_config(name)` / `discriminator_config(name)` build the `config.model` /
+`config.discriminator` sections from those signatures (plus `name`, `dtype` and the entry's
+`extra` keys), so `--config.model.<any constructor argument>` works for every config.
+`create(config.model, rngs)` builds the inference generator; `create_training` the module a
+trainer optimises (with G_s for chrysos2019); `create_discriminator(config.discriminator, rngs)`.
 
-| name            | paper                        | options (defaults)                                    |
-|-----------------|------------------------------|-------------------------------------------------------|
-| `resnet_deblur` | Chrysos & Zafeiriou 2017     | depth 50, width 64, skip_blocks (1, 2)                |
-| `hourglass`     | Newell et al. 2016 (2019 s1) | n_stacks 8, features 256, n_modules 1, depth 4        |
-| `chrysos2019`   | Chrysos et al. 2019 (HG+G_bl)| ngf 64, dropout 0.5, unet_skips (1, 2), order         |
-|                 |                              | "norm_act", hg_stacks 8, hg_features 256, hg_modules 1,|
-|                 |                              | freeze_hourglass True                                 |
-| `deblurgan`     | Fan & Luo / DeblurGAN        | ngf 64, n_blocks 6, dropout 0.5                       |
+| name            | paper                         | module (options: its constructor)              |
+|-----------------|-------------------------------|------------------------------------------------|
+| `resnet_deblur` | Chrysos & Zafeiriou 2017      | `ResNetDeblur`                                 |
+| `hourglass`     | Newell et al. 2016 (2019 s1)  | `StackedHourglass`                             |
+| `chrysos2019`   | Chrysos et al. 2019 (HG+G_bl) | `IdentityPreservingGAN` (inference: its        |
+|                 |                               | `Chrysos2019Generator`); + hourglass_checkpoint |
+| `deblurgan`     | Fan & Luo / DeblurGAN         | `DeblurGANGenerator`                           |
 
-`create_training(config.model, rngs)` gives, for `chrysos2019`, the training module with both
-streams (`IdentityPreservingGAN`; its `.generator` is the inference module), else `create`'s.
-`create_discriminator(config.discriminator, rngs)`: name "patchgan" (DeblurGAN / Fan & Luo) or
-"chrysos2019"; options ndf 64, n_layers 3, sigmoid False, in_channels (3 / 6).
+Discriminators: `patchgan` (DeblurGAN / Fan & Luo) and `chrysos2019`.
+
+Every generator's `__call__(images, *, rngs=None)` maps float [B, H, W, C] images in [0, 1] to
+float32 [0, 1]; dropout keys come with the call. What is specific to a model beyond its module
+(parameters the optimiser must not touch, weights grafted from another run) is given by its
+entry's `frozen_prefixes` / `load_pretrained` hooks, so the trainer names no model.
 """
+import dataclasses
+import inspect
+from collections.abc import Callable
+
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from fdeblur.models import identity_gan
 from fdeblur.models.deblurgan import DeblurGANGenerator
-from fdeblur.models.discriminators import (Chrysos2019Discriminator, NLayerDiscriminator,
-                                           PatchGANDiscriminator)
+from fdeblur.models.discriminators import Chrysos2019Discriminator, PatchGANDiscriminator
 from fdeblur.models.hourglass import StackedHourglass
 from fdeblur.models.identity_gan import Chrysos2019Generator, IdentityPreservingGAN
-from fdeblur.models.layers import count_params
+from fdeblur.models.layers import count_params  # noqa: F401  (re-exported for benchmarks)
 from fdeblur.models.resnet_deblur import ResNetDeblur
 
-
-def _deblurgan(cfg, dtype, rngs):
-  return DeblurGANGenerator(ngf=cfg.get("ngf", 64), n_blocks=cfg.get("n_blocks", 6),
-                            dropout=cfg.get("dropout", 0.5), dtype=dtype, rngs=rngs)
+_NOT_OPTIONS = ("dtype", "rngs")
 
 
-def _resnet_deblur(cfg, dtype, rngs):
-  return ResNetDeblur(depth=cfg.get("depth", 50), width=cfg.get("width", 64),
-                      skip_blocks=tuple(cfg.get("skip_blocks", (1, 2))), dtype=dtype, rngs=rngs)
+def _no_frozen(cfg):
+  del cfg
+  return ()
 
 
-def _hourglass(cfg, dtype, rngs):
-  return StackedHourglass(n_stacks=cfg.get("n_stacks", 8), features=cfg.get("features", 256),
-                          n_modules=cfg.get("n_modules", 1), depth=cfg.get("depth", 4),
-                          dtype=dtype, rngs=rngs)
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  module: type  # the inference module
+  training_module: type | None = None  # with training-only streams; same options
+  extra: tuple = ()  # (key, default) config keys beyond the constructor's, read by the hooks
+  frozen_prefixes: Callable = _no_frozen  # cfg -> parameter path prefixes never updated
+  load_pretrained: Callable | None = None  # (cfg, params, model_state) -> (params, model_state)
 
-
-def _chrysos2019_kwargs(cfg):
-  return dict(ngf=cfg.get("ngf", 64), dropout=cfg.get("dropout", 0.5),
-              unet_skips=tuple(cfg.get("unet_skips", (1, 2))), order=cfg.get("order", "norm_act"),
-              hg_stacks=cfg.get("hg_stacks", 8), hg_features=cfg.get("hg_features", 256),
-              hg_modules=cfg.get("hg_modules", 1),
-              freeze_hourglass=cfg.get("freeze_hourglass", True))
-
-
-def _chrysos2019(cfg, dtype, rngs):
-  return Chrysos2019Generator(**_chrysos2019_kwargs(cfg), dtype=dtype, rngs=rngs)
-
-
-def _chrysos2019_training(cfg, dtype, rngs):
-  return IdentityPreservingGAN(**_chrysos2019_kwargs(cfg), dtype=dtype, rngs=rngs)
+  def options(self) -> dict:
+    """Constructor keyword arguments and their defaults (module-valued ones left out)."""
+    sig = inspect.signature((self.training_module or self.module).__init__)
+    return {k: p.default for k, p in sig.parameters.items()
+            if k not in _NOT_OPTIONS + ("self",) and p.default is not inspect.Parameter.empty
+            and p.default is not None}
 
 
 REGISTRY = {
-    "resnet_deblur": _resnet_deblur,
-    "hourglass": _hourglass,
-    "chrysos2019": _chrysos2019,
-    "deblurgan": _deblurgan,
+    "resnet_deblur": Entry(ResNetDeblur),
+    "hourglass": Entry(StackedHourglass),
+    "chrysos2019": Entry(Chrysos2019Generator, IdentityPreservingGAN,
+                         extra=(("hourglass_checkpoint", ""),),
+                         frozen_prefixes=identity_gan.frozen_prefixes,
+                         load_pretrained=identity_gan.load_pretrained),
+    "deblurgan": Entry(DeblurGANGenerator),
 }
-TRAINING_REGISTRY = {"chrysos2019": _chrysos2019_training}
+DISCRIMINATORS = {
+    "patchgan": Entry(PatchGANDiscriminator),
+    "chrysos2019": Entry(Chrysos2019Discriminator),
+}
 
 
-def _dtype(cfg):
-  return jnp.dtype(cfg.get("dtype", "float32"))
+def _entry(table: dict, name: str, what: str) -> Entry:
+  if name not in table:
+    raise ValueError(f"config.{what}.name={name!r} is not one of {sorted(table)}")
+  return table[name]
+
+
+def _section(entry: Entry | None, name: str, **overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict({"name": name, "dtype": "float32"})
+  if entry is not None:
+    for key, value in {**entry.options(), **dict(entry.extra)}.items():
+      c[key] = value
+  for key, value in overrides.items():
+    if key not in c:
+      raise KeyError(f"{name!r} has no option {key!r} (options: {', '.join(sorted(c))})")
+    c[key] = value
+  return c
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`config.model` for generator `name`: name, dtype (computation; parameters are float32)
+  and every constructor option with its default."""
+  return _section(_entry(REGISTRY, name, "model"), name, **overrides)
+
+
+def discriminator_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`config.discriminator` for `name` ("" = no discriminator: name and dtype only)."""
+  entry = _entry(DISCRIMINATORS, name, "discriminator") if name else None
+  return _section(entry, name, **overrides)
+
+
+def _kwargs(entry: Entry, cfg, what: str) -> dict:
+  options = entry.options()
+  expected = set(options) | {k for k, _ in entry.extra} | {"name", "dtype"}
+  if set(cfg.keys()) != expected:
+    raise ValueError(
+        f"config.{what} does not match {cfg.name!r}'s options (unknown: "
+        f"{sorted(set(cfg.keys()) - expected)}, missing: {sorted(expected - set(cfg.keys()))}); "
+        f"build it with models.{what}_config({cfg.name!r}) (config_lib.base_config({what}=...))")
+  return {k: tuple(cfg[k]) if isinstance(options[k], tuple) else cfg[k] for k in options}
+
+
+def _build(cls, entry: Entry, cfg, what: str, rngs: nnx.Rngs) -> nnx.Module:
+  return cls(**_kwargs(entry, cfg, what), dtype=jnp.dtype(cfg.dtype), rngs=rngs)
 
 
 def create(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-  if cfg.name not in REGISTRY:
-    raise ValueError(f"config.model.name={cfg.name!r} is not one of {sorted(REGISTRY)}")
-  return REGISTRY[cfg.name](cfg, _dtype(cfg), rngs)
+  """The inference generator `config.model` names."""
+  entry = _entry(REGISTRY, cfg.name, "model")
+  return _build(entry.module, entry, cfg, "model", rngs)
 
 
 def create_training(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
   """The module a trainer optimises: with every training-only stream (G_s for chrysos2019)."""
-  if cfg.name in TRAINING_REGISTRY:
-    return TRAINING_REGISTRY[cfg.name](cfg, _dtype(cfg), rngs)
-  return create(cfg, rngs)
-
-
-DISCRIMINATORS = ("patchgan", "chrysos2019")
+  entry = _entry(REGISTRY, cfg.name, "model")
+  return _build(entry.training_module or entry.module, entry, cfg, "model", rngs)
 
 
 def create_discriminator(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-  name = cfg.get("name", "patchgan")
-  if name == "patchgan":
-    return PatchGANDiscriminator(in_channels=cfg.get("in_channels", 3), ndf=cfg.get("ndf", 64),
-                                 n_layers=cfg.get("n_layers", 3),
-                                 sigmoid=cfg.get("sigmoid", False), dtype=_dtype(cfg), rngs=rngs)
-  if name == "chrysos2019":
-    return Chrysos2019Discriminator(in_channels=cfg.get("in_channels", 6),
-                                    ndf=cfg.get("ndf", 64), dtype=_dtype(cfg), rngs=rngs)
-  raise ValueError(f"discriminator name {name!r} is not one of {DISCRIMINATORS}")
+  entry = _entry(DISCRIMINATORS, cfg.name, "discriminator")
+  return _build(entry.module, entry, cfg, "discriminator", rngs)
+
+
+def frozen_prefixes(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Parameter path prefixes ("a/b") of the training module the optimiser leaves unchanged."""
+  return tuple(_entry(REGISTRY, cfg.name, "model").frozen_prefixes(cfg))
+
+
+def load_pretrained(cfg: ml_collections.ConfigDict, params: dict, model_state: dict):
+  """(params, model_state) with the weights the model takes from another run (if any)."""
+  hook = _entry(REGISTRY, cfg.name, "model").load_pretrained
+  return hook(cfg, params, model_state) if hook else (params, model_state)

@@ -276,3 +276,54 @@ class IdentityPreservingGAN(_FrozenHourglassMixin, nnx.Module):
   def both(self, blurry, sharp, *, rngs: nnx.Rngs | None = None):
     """(G_bl(I_bl), G_s(I_s))."""
     return self(blurry, rngs=rngs), self.reconstruct(sharp, rngs=rngs)
+
+
+# --- what the trainer needs to know about this model (registered in fdeblur.models) -----------
+
+HOURGLASS_PATH = ("generator", "hourglass")  # the stage-1 network inside IdentityPreservingGAN
+
+
+def frozen_prefixes(cfg) -> tuple[str, ...]:
+  """The frozen stage-1 hourglass ("the weights were kept as constants")."""
+  return ("/".join(HOURGLASS_PATH),) if cfg.freeze_hourglass else ()
+
+
+def load_pretrained(cfg, params: dict, model_state: dict) -> tuple[dict, dict]:
+  """Grafts the stage-1 hourglass (weights and batch statistics) from the workdir named by
+  `cfg.hourglass_checkpoint` (a run of configs/hourglass.py) into the training module's
+  variables; nothing when it is ""."""
+  path = cfg.hourglass_checkpoint
+  if not path:
+    return params, model_state
+  import os  # pylint: disable=import-outside-toplevel
+
+  from absl import logging  # pylint: disable=import-outside-toplevel
+
+  from fdeblur import checkpoints  # pylint: disable=import-outside-toplevel
+  ckpt = checkpoints.Checkpointer(os.path.join(path, "checkpoints"), keep=1)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"config.model.hourglass_checkpoint={path!r}: no checkpoint in "
+                              f"{ckpt.directory} (train configs/hourglass.py there first)")
+    saved = ckpt.restore_raw()
+  finally:
+    ckpt.close()
+
+  def like(target, loaded, where):
+    # A target-less restore gives string keys where NNX lists have integers: follow the target.
+    if isinstance(target, dict):
+      if not isinstance(loaded, dict) or len(loaded) != len(target):
+        raise ValueError(f"{path}: the hourglass there does not match config.model at {where} "
+                         "(hg_stacks, hg_features, hg_modules must equal the stage-1 run's)")
+      return {k: like(v, loaded.get(k, loaded.get(str(k))), f"{where}/{k}")
+              for k, v in target.items()}
+    if loaded is None or jnp.shape(loaded) != jnp.shape(target):
+      raise ValueError(f"{path}: the hourglass there does not match config.model at {where}")
+    return jnp.asarray(loaded, target.dtype)
+
+  def graft(tree, loaded):
+    outer, inner = HOURGLASS_PATH
+    return {**tree, outer: {**tree[outer], inner: like(tree[outer][inner], loaded, inner)}}
+
+  logging.info("Loaded the frozen stage-1 hourglass from %s", path)
+  return graft(params, saved["params"]), graft(model_state, saved["model_state"])
