@@ -15,7 +15,6 @@ workers need a fresh `__main__`), with the small CPU-sized arguments below unles
 (the benchmarks' own, accelerator-sized defaults). Small sizes keep `--all` to a few minutes on a
 2-core CPU. Extra arguments for one benchmark: --args NAME="--batch 32 --sizes 128".
 """
-import argparse
 import datetime
 import os
 import platform
@@ -23,6 +22,8 @@ import shlex
 import subprocess
 import sys
 import time
+
+from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,45 +81,45 @@ def run_one(name: str, full: bool, extra: list[str]) -> tuple[str, float, int]:
   return f"## {title}\n\n`{shown}`\n\n{body}\n", seconds, proc.returncode
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="\n".join(__doc__.splitlines()[5:10]))
-  p.add_argument("--all", action="store_true", help="run every benchmark")
-  p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-  p.add_argument("--full", action="store_true",
-                 help="full sizes (the benchmarks' defaults; for accelerators)")
-  p.add_argument("--out", default=os.path.join("benchmarks", "results.md"),
-                 help="markdown file for all tables (default benchmarks/results.md)")
-  p.add_argument("--args", action="append", default=[], metavar='NAME="ARGS"',
-                 help="extra arguments for one benchmark, e.g. inference=\"--sizes 64\"")
-  args = p.parse_args(argv)
-  if args.all == bool(args.only):
-    p.error("give --all or --only NAME[,NAME...]")
-  names = list(BENCHMARKS) if args.all else [n.strip() for n in args.only.split(",") if n.strip()]
+_ALL = flags.DEFINE_bool("all", False, "Run every benchmark.")
+_ONLY = flags.DEFINE_list("only", [], f"Comma-separated subset of {', '.join(BENCHMARKS)}.")
+_FULL = flags.DEFINE_bool("full", False, "Full sizes (the benchmarks' defaults; accelerators).")
+_OUT = flags.DEFINE_string("out", os.path.join("benchmarks", "results.md"),
+                           "Markdown file for all tables.")
+_ARGS = flags.DEFINE_multi_string("args", [], 'NAME="ARGS": extra arguments for one benchmark, '
+                                  'e.g. inference="--sizes 64" (repeatable).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _ALL.value == bool(_ONLY.value):
+    raise app.UsageError("give --all or --only NAME[,NAME...]")
+  names = list(BENCHMARKS) if _ALL.value else _ONLY.value
   unknown = [n for n in names if n not in BENCHMARKS]
   if unknown:
-    p.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    raise app.UsageError(f"unknown benchmark(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(BENCHMARKS)}")
   extra = {}
-  for item in args.args:
+  for item in _ARGS.value:
     name, _, rest = item.partition("=")
     if name not in BENCHMARKS:
-      p.error(f"--args {item!r}: unknown benchmark {name!r}")
+      raise app.UsageError(f"--args {item!r}: unknown benchmark {name!r}")
     extra[name] = shlex.split(rest)
 
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   header = (f"# fdeblur benchmarks\n\n{stamp}; {platform.node()}, {platform.machine()}, "
             f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, JAX_PLATFORMS="
             f"{os.environ.get('JAX_PLATFORMS', '') or '(auto)'}; "
-            f"{'full' if args.full else 'small (CPU)'} sizes.\n")
+            f"{'full' if _FULL.value else 'small (CPU)'} sizes.\n")
   print(header, flush=True)
   sections, failed = [header], []
   for name in names:
-    text, _, rc = run_one(name, args.full, extra.get(name, []))
+    text, _, rc = run_one(name, _FULL.value, extra.get(name, []))
     sections.append(text)
     if rc:
       failed.append(name)
-  out = args.out if os.path.isabs(args.out) else os.path.join(os.getcwd(), args.out)
+  out = _OUT.value if os.path.isabs(_OUT.value) else os.path.join(os.getcwd(), _OUT.value)
   os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
   with open(out, "w") as f:
     f.write("\n".join(sections))
@@ -128,4 +129,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -11,7 +11,6 @@ vectorised bilinear `np.add.at`, and per-image, per-channel `scipy.signal.convol
 `scipy.signal.fftconvolve` (FFT) on reflect-padded images. Timings are medians of repeated calls
 after a warm-up (compilation excluded); the machine may be shared, so compare within one run.
 """
-import argparse
 import os
 import sys
 import time
@@ -20,11 +19,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from scipy import signal  # noqa: E402
 
 from fdeblur import config_lib, degrade  # noqa: E402
+from fdeblur.degrade import apply, kernels  # noqa: E402
 
 ANXIETY = (0.01, 0.009, 0.008, 0.007, 0.005, 0.003, 0.002, 0.001)
 FRACTIONS = (1 / 1000, 1 / 10, 1 / 2, 1.0)
@@ -112,14 +113,17 @@ def _traj_cfg():
   return cfg
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--batch", type=int, default=64)
-  parser.add_argument("--sizes", default="64,128,256")
-  parser.add_argument("--numpy_images", type=int, default=4, help="images per NumPy timing")
-  parser.add_argument("--crossover", action="store_true",
-                      help="also time direct vs FFT over kernel sizes at 128^2")
-  args = parser.parse_args()
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_integer("batch", 64, "Images per JAX batch.")
+  flags.DEFINE_string("sizes", "64,128,256", "Comma-separated image sizes.")
+  flags.DEFINE_integer("numpy_images", 4, "Images per NumPy timing.")
+  flags.DEFINE_bool("crossover", False, "Also time direct vs FFT over kernel sizes at 128^2.")
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   b = args.batch
   sizes = [int(s) for s in args.sizes.split(",")]
   rng = np.random.default_rng(0)
@@ -137,7 +141,7 @@ def main():
   # Trajectory kernels (canvas 64 -> 65 support, 2000 steps, max_len 60).
   cfg = _traj_cfg()
   keys = jax.random.split(jax.random.key(0), b)
-  gen = jax.jit(lambda k: degrade.random_kernels(k, cfg)[0])
+  gen = jax.jit(lambda k: kernels.random_trajectory_kernels(k, cfg))
   jt = _time(_jax(gen, keys))
   n_np = max(2, args.numpy_images)
   nt = _time(lambda: [np_trajectory_kernel(rng) for _ in range(n_np)], min_time=0.5, max_reps=3)
@@ -156,7 +160,7 @@ def main():
       for method in ("direct", "fft"):
         if method == "direct" and ksize == 65 and size > sizes[0]:
           continue  # O(K^2) per pixel: shown once, at the smallest size
-        jt = _time(_jax(lambda i, k, m=method: degrade.convolve(i, k, method=m), x, kj))
+        jt = _time(_jax(lambda i, k, m=method: apply.convolve(i, k, method=m), x, kj))
         nt = _time(lambda m=method: [np_convolve(imgs[i].astype(np.float64),
                                                   ker[i].astype(np.float64), m == "fft")
                                      for i in range(n_img)], min_time=0.3, max_reps=3,
@@ -178,10 +182,11 @@ def main():
     x = jnp.asarray(rng.uniform(size=(b, 128, 128, 3)).astype(np.float32))
     for ksize in (7, 11, 15, 21, 31, 45):
       kj = jnp.full((b, ksize, ksize), 1.0 / ksize**2, jnp.float32)
-      d = _time(_jax(lambda i, k: degrade.convolve(i, k, method="direct"), x, kj), 0.5)
-      f = _time(_jax(lambda i, k: degrade.convolve(i, k, method="fft"), x, kj), 0.5)
+      d = _time(_jax(lambda i, k: apply.convolve(i, k, method="direct"), x, kj), 0.5)
+      f = _time(_jax(lambda i, k: apply.convolve(i, k, method="fft"), x, kj), 0.5)
       print(f"| {ksize} | {b / d:,.1f} | {b / f:,.1f} | |", flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -13,7 +13,6 @@ CPU. Timings: median of repeated calls after a warm-up call (compilation exclude
 larger batch and more repetitions. Weights are the config's random initialisation: throughput does
 not depend on them.
 """
-import argparse
 import os
 import statistics
 import sys
@@ -21,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -56,14 +56,18 @@ def generator(spec: str, dtype: str):
   return networks.Networks.generator(config)
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--config", default="quickstart", help="NAME[:variant] whose generator to run")
-  p.add_argument("--sizes", default="64,128,256")
-  p.add_argument("--batch", type=int, default=0, help="images per call (default 4; --full 32)")
-  p.add_argument("--full", action="store_true", help="bigger batch, longer timings")
-  p.add_argument("--no_eager", action="store_true", help="skip the un-jitted column")
-  args = p.parse_args(argv)
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_string("config", "quickstart", "NAME[:variant] whose generator to run.")
+  flags.DEFINE_string("sizes", "64,128,256", "Comma-separated image sizes.")
+  flags.DEFINE_integer("batch", 0, "Images per call (0: 4; with --full 32).")
+  flags.DEFINE_bool("full", False, "Bigger batch, longer timings.")
+  flags.DEFINE_bool("no_eager", False, "Skip the un-jitted column.")
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   batch = args.batch or (32 if args.full else 4)
   min_time, max_reps = (2.0, 50) if args.full else (0.3, 5)
   sizes = [int(s) for s in args.sizes.split(",")]
@@ -99,4 +103,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -8,13 +8,13 @@ analysis of the compiled eval-mode forward of one image (`jax.jit(f).lower(...).
 256² give 70.3 GFLOPs), plus the element-wise work. Nothing runs: models are built abstractly
 (nnx.eval_shape) and only compiled.
 """
-import argparse
 import os
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -71,12 +71,16 @@ def cost(build, forward, size, dtype):
   return n_params, float(analysis["flops"])
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--size", type=int, default=256)
-  p.add_argument("--dtype", default="float32")
-  p.add_argument("--only", default="", help="comma-separated network names")
-  args = p.parse_args(argv)
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_integer("size", 256, "Image size.")
+  flags.DEFINE_string("dtype", "float32", "Computation dtype.")
+  flags.DEFINE_string("only", "", "Comma-separated network names.")
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   only = {s.strip() for s in args.only.split(",") if s.strip()}
   dtype = jnp.dtype(args.dtype)
   print(f"| network | what | parameters | GFLOPs / forward at {args.size}² | "
@@ -91,4 +95,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

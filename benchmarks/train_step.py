@@ -18,7 +18,6 @@ by `device_kind`): "n/a" on CPU and on unknown devices. The configs compute in f
 `--config model.dtype=bfloat16`-style overrides are given (MFU against the bf16 peak, as usual).
 Configs with a perceptual loss use random VGG19 weights (same FLOPs as real ones).
 """
-import argparse
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -139,16 +139,20 @@ def bench(spec: str, steps: int, batch_size: int | None, overrides: list[str]) -
           "loss": float(metrics["loss"])}
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--full", action="store_true", help="the configs' own sizes (accelerators)")
-  p.add_argument("--configs", default="", help="comma-separated NAME[:variant]; ';' between "
-                 "configs when a variant list has commas (e.g. 'fan_luo:wgan_gp,tiny;quickstart')")
-  p.add_argument("--steps", type=int, default=5, help="timed steps per config")
-  p.add_argument("--batch_size", type=int, default=0, help="global batch (0: the config's)")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="config override for every config, e.g. model.dtype=bfloat16")
-  args = p.parse_args(argv)
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_bool("full", False, "The configs' own sizes (accelerators).")
+  flags.DEFINE_string("configs", "", "Comma-separated NAME[:variant]; ';' between configs when a "
+                      "variant list has commas (e.g. 'fan_luo:wgan_gp,tiny;quickstart').")
+  flags.DEFINE_integer("steps", 5, "Timed steps per config.")
+  flags.DEFINE_integer("batch_size", 0, "Global batch (0: the config's).")
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE config override for every config, e.g. "
+                            "model.dtype=bfloat16 (repeatable).")
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   if args.configs:
     sep = ";" if ";" in args.configs else ","
     specs = [s.strip() for s in args.configs.split(sep) if s.strip()]
@@ -176,4 +180,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

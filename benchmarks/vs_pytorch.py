@@ -10,7 +10,6 @@ ConvTranspose2d(k3, s2, p1, output_padding 1), tanh, global skip with clamp); th
 that both have the same number of parameters. Needs torch (`pip install torch==2.13.0`, the CPU
 build); without it the table says so. Rows: quickstart's width (ngf 16) and the paper's (ngf 64).
 """
-import argparse
 import os
 import statistics
 import sys
@@ -18,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -124,13 +124,17 @@ def measure(ngf, size, batch, steps):
   return row
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--sizes", default="64,128")
-  parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                      help="PyTorch intra-op threads (XLA uses every core)")
-  args = parser.parse_args()
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_integer("steps", 10, "Timed steps per setting.")
+  flags.DEFINE_string("sizes", "64,128", "Comma-separated image sizes.")
+  flags.DEFINE_integer("threads", os.cpu_count() or 1,
+                       "PyTorch intra-op threads (XLA uses every core).")
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   try:
     import torch  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(args.threads)
@@ -152,4 +156,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

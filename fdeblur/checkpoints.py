@@ -43,9 +43,6 @@ class Checkpointer:
     return self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
 
-  def wait(self):
-    self.manager.wait_until_finished()
-
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()

@@ -1,27 +1,27 @@
 """Deblur the faces in photos, folders and videos with a trained checkpoint.
 
-  python -m fdeblur.deblur --checkpoint WORKDIR INPUT... --out DIR [--faces-only]
+  python -m fdeblur.deblur --checkpoint=WORKDIR --out=DIR INPUT... [--faces_only]
 
 Every face is detected, cropped as the training data was (a square of `margin` x the detector
 box, resized to config.dataset.image_size), deblurred in batches on the device and pasted back
 with a feathered mask (by default only the model's change is added back, so a face larger than
-the model's resolution keeps its detail; `--paste replace` blends the crop itself); the rest of
+the model's resolution keeps its detail; `--paste=replace` blends the crop itself); the rest of
 the picture is left untouched. Inputs are image files, video
 files (re-encoded as .mp4, no audio) or folders of them. Outputs go to --out, keeping the input
 names (folders keep their layout); inputs are never overwritten. Bad or face-less inputs are
 skipped and listed at the end; the exit code is 0 when at least one input succeeded.
 """
-import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
 
 import cv2
 import numpy as np
+from absl import flags
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+from input_pipeline.datasets.common import IMAGE_EXTS, VIDEO_EXTS, video_frames
 
 
 class UsageError(Exception):
@@ -204,23 +204,20 @@ def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, pro
   """Frames in chunks of `chunk` (one device batch of all their faces); face boxes smoothed
   along time (see Deblurrer.crops); re-encoded as .mp4 (mp4v), no audio."""
   cap = cv2.VideoCapture(job.path)
-  previous = None
   if not cap.isOpened():
     raise ValueError("not a readable video")
   fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
   total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+  cap.release()
+  source = video_frames(job.path)
+  previous = None
   writer, frames_done, faces_total = None, 0, 0
   tmp_out = job.out + ".part.mp4"
   bar = progress(total=total or None, desc=os.path.basename(job.path), leave=False,
                  unit="frame") if progress else None
   try:
     while True:
-      frames = []
-      for _ in range(chunk):
-        ok, bgr = cap.read()
-        if not ok:
-          break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+      frames = list(itertools.islice(source, chunk))
       if not frames:
         break
       found = []
@@ -246,7 +243,7 @@ def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, pro
       if bar is not None:
         bar.update(len(frames))
   finally:
-    cap.release()
+    source.close()
     if writer is not None:
       writer.release()
     if bar is not None:
@@ -262,33 +259,55 @@ def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, pro
   return {"frames": frames_done, "faces": faces_total}
 
 
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """The command's flags, on its own FlagValues (importing this module defines none globally)."""
+  fv = flag_values
+  flags.DEFINE_string("checkpoint", None, "Training workdir (with checkpoints/).", flag_values=fv)
+  flags.DEFINE_string("out", None, "Output folder.", flag_values=fv)
+  flags.DEFINE_string("config", "", "configs/NAME.py[:variant] when the workdir has no "
+                      "config.json.", flag_values=fv)
+  flags.DEFINE_bool("faces_only", False, "Write the deblurred crops only.", flag_values=fv)
+  flags.DEFINE_enum("detector", "haar", ["haar", "hog", "cnn"], "haar: OpenCV (as the embedded "
+                    "dataset was cropped); hog/cnn: dlib (the [faces] extra).", flag_values=fv)
+  flags.DEFINE_float("margin", 0.0, "Crop side / detector box side (0: the dataset's margin).",
+                     flag_values=fv)
+  flags.DEFINE_float("feather", 0.15, "Width of the blending ramp, fraction of the crop side.",
+                     flag_values=fv)
+  flags.DEFINE_enum("paste", "residual", ["residual", "replace"], "residual: add the model's "
+                    "change to the original pixels (keeps the detail of faces larger than the "
+                    "model's resolution); replace: blend the deblurred crop itself.",
+                    flag_values=fv)
+  flags.DEFINE_float("smooth", 0.5, "Video: weight of the previous frame's face box (0 = none).",
+                     flag_values=fv)
+  flags.DEFINE_integer("batch_size", 0, "Faces per device batch (0: config.eval.batch_size).",
+                       flag_values=fv)
+  flags.DEFINE_bool("quiet", False, "No progress bar.", flag_values=fv)
+
+
+def _usage(fv) -> str:
+  return f"{__doc__}\nflags:\n{fv.main_module_help() or fv.get_help()}"
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m fdeblur.deblur", description=__doc__.split(
-      "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("inputs", nargs="+", metavar="INPUT", help="images, videos or folders")
-  parser.add_argument("--checkpoint", required=True, help="training workdir (with checkpoints/)")
-  parser.add_argument("--out", required=True, help="output folder")
-  parser.add_argument("--config", default="", help="configs/NAME.py[:variant] when the workdir "
-                      "has no config.json")
-  parser.add_argument("--faces-only", action="store_true", help="write the deblurred crops only")
-  parser.add_argument("--detector", default="haar", choices=("haar", "hog", "cnn"),
-                      help="haar: OpenCV (as the embedded dataset was cropped); hog/cnn: dlib "
-                      "(the [faces] extra)")
-  parser.add_argument("--margin", type=float, default=0.0,
-                      help="crop side / detector box side (default: the dataset's margin)")
-  parser.add_argument("--feather", type=float, default=0.15,
-                      help="width of the blending ramp, fraction of the crop side")
-  parser.add_argument("--paste", default="residual", choices=("residual", "replace"),
-                      help="residual: add the model's change to the original pixels (keeps the "
-                      "detail of faces larger than the model's resolution); replace: blend "
-                      "the deblurred crop itself")
-  parser.add_argument("--smooth", type=float, default=0.5,
-                      help="video: weight of the previous frame's face box (0 = none)")
-  parser.add_argument("--batch-size", type=int, default=0, help="faces per device batch")
-  parser.add_argument("--quiet", action="store_true", help="no progress bar")
-  args = parser.parse_args(argv)
+  """argv: the arguments after the program name (default sys.argv[1:]); returns the exit code."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  fv = flags.FlagValues()
+  define_flags(fv)
+  if any(a in ("-h", "--help", "--helpshort", "-help") for a in argv):
+    print(_usage(fv))
+    return 0
   try:
-    jobs, skipped = plan(args.inputs, args.out, args.faces_only)
+    inputs = fv(["fdeblur.deblur", *argv])[1:]
+    missing = [f"--{n}" for n in ("checkpoint", "out") if not fv[n].value]
+    if missing or not inputs:
+      raise flags.Error(f"{' and '.join(missing) or 'INPUT...'} required "
+                        "(python -m fdeblur.deblur --checkpoint=WORKDIR --out=DIR INPUT...)")
+  except flags.Error as e:
+    print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
+    return 2
+  args = fv
+  try:
+    jobs, skipped = plan(inputs, args.out, args.faces_only)
   except UsageError as e:
     print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
     return 2

@@ -22,10 +22,6 @@ class MetricWriter:
     if self._tb:
       self._tb.add_image(tag, np.clip(image, 0, 1), step, dataformats="HWC")
 
-  def flush(self):
-    if self._tb:
-      self._tb.flush()
-
   def close(self):
     if self._tb:
       self._tb.close()

@@ -55,17 +55,17 @@ from input_pipeline.datasets import common
 
 @dataclasses.dataclass
 class MiningConfig:
-  min_iou: float = 0.5
-  min_iou_fraction: float = 0.5
-  min_motion: float = 1.0  # pixels per frame (mean flow magnitude on the face)
-  max_motion: float = 40.0  # pixels per frame, mean over the video: above -> rejected
-  min_clip_frames: int = 8
-  classifier_threshold: float = 0.0
-  landmarker: str = "auto"
-  max_frames: int = 0  # 0 = all
-  detect_max_side: int = 640
-  min_face: int = 24
-  flow_size: int = 96  # the face region is resized to this for optical flow
+  min_iou: float = common.option(0.5, "Detector/tracker IoU that counts as agreement.")
+  min_iou_fraction: float = common.option(0.5, "Fraction of frames that must agree.")
+  min_motion: float = common.option(1.0, "Pixels of face motion between frames (mean flow).")
+  max_motion: float = common.option(40.0, "Mean px/frame above which a video is dropped.")
+  min_clip_frames: int = common.option(8, "Shortest clip written.")
+  classifier_threshold: float = common.option(0.0, "Face classifier threshold.")
+  landmarker: str = common.option("auto", "auto | dlib | none | package.module:factory")
+  max_frames: int = common.option(0, "Frames read per video (0 = all).")
+  detect_max_side: int = common.option(640, "Frames are downscaled to this side for detection.")
+  min_face: int = common.option(24, "Smallest face (pixels) the detector looks for.")
+  flow_size: int = common.option(96, "The face region is resized to this for optical flow.")
 
 
 # --- frames -------------------------------------------------------------------------------------
@@ -94,17 +94,7 @@ def iter_frames(path: str, max_frames: int = 0):
         return
       yield frame
     return
-  cap = cv2.VideoCapture(path)
-  try:
-    n = 0
-    while cap.isOpened() and (limit is None or n < limit):
-      ok, frame = cap.read()
-      if not ok:
-        return
-      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-      n += 1
-  finally:
-    cap.release()
+  yield from common.video_frames(path, max_frames)
 
 
 # --- tracker ------------------------------------------------------------------------------------
@@ -415,19 +405,15 @@ def report_text(report: dict) -> str:
 
 # --- command line -------------------------------------------------------------------------------
 
-def define_flags():
-  """The CLI flags (defined only when run as a program, so importing this module defines none)."""
-  d = MiningConfig()
-  flags.DEFINE_string("videos", None, "Folder of videos (or of frame folders) to mine.")
-  flags.DEFINE_string("out", None, "Output folder (face_videos layout + mining_report).")
-  flags.DEFINE_string("landmarker", d.landmarker, "auto | dlib | none | package.module:factory")
-  flags.DEFINE_float("min_iou", d.min_iou, "Detector/tracker IoU that counts as agreement.")
-  flags.DEFINE_float("min_iou_fraction", d.min_iou_fraction, "Fraction of frames that must agree.")
-  flags.DEFINE_float("min_motion", d.min_motion, "Pixels of face motion between frames.")
-  flags.DEFINE_float("max_motion", d.max_motion, "Mean px/frame above which a video is dropped.")
-  flags.DEFINE_integer("min_clip_frames", d.min_clip_frames, "Shortest clip written.")
-  flags.DEFINE_float("classifier_threshold", d.classifier_threshold, "Face classifier threshold.")
-  flags.DEFINE_integer("max_frames", d.max_frames, "Frames read per video (0 = all).")
+def define_flags(flag_values=None) -> list[str]:
+  """The CLI flags: --videos, --out and one per MiningConfig field (defined only when run as a
+  program, so importing this module defines none). Returns the MiningConfig flag names."""
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  flags.DEFINE_string("videos", None, "Folder of videos (or of frame folders) to mine.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("out", None, "Output folder (face_videos layout + mining_report).",
+                      flag_values=flag_values)
+  return common.define_flags(MiningConfig, flag_values)
 
 
 def main(argv):
@@ -435,8 +421,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.videos or not f.out:
     raise app.UsageError("--videos and --out are required")
-  cfg = MiningConfig(**{k.name: getattr(f, k.name) for k in dataclasses.fields(MiningConfig)
-                        if k.name in f})
+  cfg = MiningConfig(**{k.name: getattr(f, k.name) for k in dataclasses.fields(MiningConfig)})
   report = mine(f.videos, f.out, cfg)
   print(report_text(report))
   print(f"report: {os.path.join(f.out, 'mining_report.json')}")

@@ -23,8 +23,8 @@ geometry: `box` float32 [b, (T,) 4] (x, y, w, h in crop pixels), `landmarks` flo
 
 Resuming is exact without storing iterator state: the training stream is a random-access
 `grain.MapDataset` in which batch `i` is a pure function of (seed, i), so a run restarted at step
-`s` reads batches s, s+1, ... as the uninterrupted run would have. The iterator also exposes
-grain's `get_state`/`set_state` for checkpointing.
+`s` reads batches s, s+1, ... as the uninterrupted run would have, so no iterator state is
+checkpointed.
 """
 import dataclasses
 import math
@@ -299,12 +299,11 @@ def train_dataset(cfg: ml_collections.ConfigDict, *, seed: int, local_batch_size
 
 
 class LoggedIterator:
-  """Wraps a grain iterator: logs examples/s every `every` batches, forwards get/set_state."""
+  """Wraps a grain iterator: logs examples/s every `every` batches."""
 
   def __init__(self, iterator, every: int, start: int = 0):
     self._it, self._every, self.start = iterator, every, start
     self._n, self._examples, self._t = 0, 0, time.perf_counter()
-    self.last_rate = None
 
   def __iter__(self):
     return self
@@ -315,17 +314,10 @@ class LoggedIterator:
     self._examples += len(batch["image"])
     if self._every and self._n % self._every == 0:
       now = time.perf_counter()
-      self.last_rate = self._examples / max(now - self._t, 1e-9)
       logging.info("input pipeline: %.1f examples/s over the last %d batches",
-                   self.last_rate, self._every)
+                   self._examples / max(now - self._t, 1e-9), self._every)
       self._examples, self._t = 0, now
     return batch
-
-  def get_state(self):
-    return self._it.get_state()
-
-  def set_state(self, state):
-    self._it.set_state(state)
 
   def close(self):
     close = getattr(self._it, "close", None)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fdeblur import config_lib, degrade
+from fdeblur.degrade import averaging
 
 
 def _cfg(**kw):
@@ -21,7 +22,7 @@ def _texture(rng, h, w, c=1, smooth=True):
 
 
 def test_window_weights_are_centred_on_the_middle_frame():
-  w = np.asarray(degrade.window_weights(jnp.array([1, 3, 4, 7]), 7))
+  w = np.asarray(averaging.window_weights(jnp.array([1, 3, 4, 7]), 7))
   np.testing.assert_array_equal(w[0], [0, 0, 0, 1, 0, 0, 0])
   np.testing.assert_array_equal(w[1], [0, 0, 1, 1, 1, 0, 0])
   np.testing.assert_array_equal(w[2], [0, 0, 1, 1, 1, 1, 0])
@@ -31,8 +32,8 @@ def test_window_weights_are_centred_on_the_middle_frame():
 @pytest.mark.parametrize("kind", ["gamma", "srgb", "none"])
 def test_camera_response_inverts(kind):
   x = jnp.linspace(0.0, 1.0, 101)
-  lin = degrade.inverse_response(x, kind, 2.2)
-  np.testing.assert_allclose(np.asarray(degrade.response(lin, kind, 2.2)), np.asarray(x),
+  lin = averaging.inverse_response(x, kind, 2.2)
+  np.testing.assert_allclose(np.asarray(averaging.response(lin, kind, 2.2)), np.asarray(x),
                              atol=2e-6)
   assert (np.diff(np.asarray(lin)) >= 0).all()
   if kind != "none":
@@ -42,19 +43,19 @@ def test_camera_response_inverts(kind):
 def test_pravg1_is_identity_and_static_clip_is_the_frame():
   rng = np.random.default_rng(0)
   frames = jnp.asarray(rng.uniform(size=(2, 7, 12, 10, 3)), jnp.float32)
-  blurry, sharp = degrade.pravg(frames, 1)
+  blurry, sharp = averaging.pravg(frames, 1)
   np.testing.assert_allclose(np.asarray(blurry), np.asarray(frames[:, 3]), atol=2e-6)
   np.testing.assert_array_equal(np.asarray(sharp), np.asarray(frames[:, 3]))
   static = jnp.repeat(frames[:, :1], 7, axis=1)
   for length in (3, 5, 7):
-    blurry, _ = degrade.pravg(static, length)
+    blurry, _ = averaging.pravg(static, length)
     np.testing.assert_allclose(np.asarray(blurry), np.asarray(static[:, 0]), atol=2e-6)
 
 
 def test_pravg_averages_in_linear_light():
   rng = np.random.default_rng(1)
   frames = rng.uniform(size=(1, 5, 4, 4, 3)).astype(np.float32)
-  blurry, _ = degrade.pravg(jnp.asarray(frames), 3, "gamma", 2.2)
+  blurry, _ = averaging.pravg(jnp.asarray(frames), 3, "gamma", 2.2)
   ref = np.mean(frames[0, 1:4].astype(np.float64) ** 2.2, axis=0) ** (1 / 2.2)
   np.testing.assert_allclose(np.asarray(blurry)[0], ref, atol=1e-5)
   plain = frames[0, 1:4].mean(axis=0)
@@ -71,12 +72,12 @@ def test_vla_stops_when_the_face_leaves_its_box(k):
   boxes = np.tile(np.array([10.0, 10.0, 30.0, 30.0]), (1, t, 1))
   boxes[0, np.arange(t) < m - k] -= 100.0
   boxes[0, np.arange(t) > m + k] += 100.0
-  stops = degrade.vla_stops(frames, boxes=jnp.asarray(boxes))
+  stops = averaging.vla_stops(frames, boxes=jnp.asarray(boxes))
   assert not np.asarray(stops["quality"]).any() and not np.asarray(stops["motion"]).any()
   np.testing.assert_array_equal(np.asarray(stops["overlap"])[0], np.arange(m + 1) > k)
-  assert int(degrade.vla_lengths(stops["any"], 1, 13)[0]) == 2 * k + 1
-  assert int(degrade.vla_lengths(stops["any"], 5, 13)[0]) == max(2 * k + 1, 5)  # L_min floors
-  assert int(degrade.vla_lengths(stops["any"], 1, 5)[0]) == min(2 * k + 1, 5)  # L_max caps
+  assert int(averaging.vla_lengths(stops["any"], 1, 13)[0]) == 2 * k + 1
+  assert int(averaging.vla_lengths(stops["any"], 5, 13)[0]) == max(2 * k + 1, 5)  # L_min floors
+  assert int(averaging.vla_lengths(stops["any"], 1, 5)[0]) == min(2 * k + 1, 5)  # L_max caps
 
 
 def test_vla_overlap_threshold_on_a_sliding_box():
@@ -86,10 +87,10 @@ def test_vla_overlap_threshold_on_a_sliding_box():
   frames = jnp.full((1, t, 8, 8, 1), 0.3, jnp.float32)
   x0 = np.arange(t, dtype=np.float32)
   boxes = np.stack([x0, np.zeros(t), x0 + 40, np.full(t, 40.0)], -1)[None]
-  stops = degrade.vla_stops(frames, boxes=jnp.asarray(boxes), min_iou=0.5)
+  stops = averaging.vla_stops(frames, boxes=jnp.asarray(boxes), min_iou=0.5)
   r = np.arange(11)
   np.testing.assert_allclose(np.asarray(stops["iou"])[0], (40 - 2 * r) / (40 + 2 * r), rtol=1e-6)
-  assert int(degrade.vla_lengths(stops["any"], 1, 21)[0]) == 13
+  assert int(averaging.vla_lengths(stops["any"], 1, 21)[0]) == 13
 
 
 @pytest.mark.parametrize("min_psnr,expected", [(22.0, 3), (21.5, 5), (30.0, 1)])
@@ -99,11 +100,11 @@ def test_vla_stops_when_the_running_average_drifts_from_the_middle_frame(min_psn
   t = 9
   frames = np.full((1, t, 6, 6, 3), 0.6, np.float32)
   frames[0, 4] = 0.5
-  stops = degrade.vla_stops(jnp.asarray(frames), min_psnr=min_psnr, kind="none")
+  stops = averaging.vla_stops(jnp.asarray(frames), min_psnr=min_psnr, kind="none")
   r = np.arange(1, 5)
   np.testing.assert_allclose(np.asarray(stops["psnr"])[0, 1:],
                              -20 * np.log10(0.1 * 2 * r / (2 * r + 1)), atol=1e-3)
-  assert int(degrade.vla_lengths(stops["any"], 1, 9)[0]) == expected
+  assert int(averaging.vla_lengths(stops["any"], 1, 9)[0]) == expected
 
 
 def test_phase_correlation_measures_translation():
@@ -113,7 +114,7 @@ def test_phase_correlation_measures_translation():
   frames = [tex]
   for dx, dy in shifts:
     frames.append(np.roll(frames[-1], (dy, dx), axis=(0, 1)))
-  d = np.asarray(degrade.phase_correlation_shifts(jnp.asarray(np.stack(frames)[None])))[0]
+  d = np.asarray(averaging.phase_correlation_shifts(jnp.asarray(np.stack(frames)[None])))[0]
   np.testing.assert_allclose(d, np.array(shifts, np.float32), atol=0.3)
 
 
@@ -127,13 +128,13 @@ def test_vla_stops_on_motion_out_of_bounds():
   moving = np.stack([np.roll(tex, 2 * (i - m), axis=1) for i in range(t)])
   jump = np.stack([np.roll(tex, 5 if i > m + 2 else 0, axis=0) for i in range(t)])
   frames = jnp.asarray(np.stack([moving, jump]))
-  motion = degrade.motion_magnitudes(frames)
+  motion = averaging.motion_magnitudes(frames)
   np.testing.assert_allclose(np.asarray(motion)[0], 2.0, atol=0.3)
   np.testing.assert_allclose(np.asarray(motion)[1], np.where(np.arange(t - 1) == m + 2, 5, 0),
                              atol=0.3)
-  stops = degrade.vla_stops(frames, motion=motion, min_psnr=-1.0, max_motion=0.15, max_step=0.1)
+  stops = averaging.vla_stops(frames, motion=motion, min_psnr=-1.0, max_motion=0.15, max_step=0.1)
   assert not np.asarray(stops["quality"]).any()
-  np.testing.assert_array_equal(np.asarray(degrade.vla_lengths(stops["any"], 1, 11)), [3, 5])
+  np.testing.assert_array_equal(np.asarray(averaging.vla_lengths(stops["any"], 1, 11)), [3, 5])
 
 
 def test_degrade_vla_and_pravg_on_clip_batches():
@@ -165,7 +166,7 @@ def test_degrade_vla_and_pravg_on_clip_batches():
   lengths = np.asarray(info["length"])
   assert set(lengths.tolist()) == {3, 7}
   for i in range(16):
-    ref, _ = degrade.pravg(moving[i:i + 1], int(lengths[i]))
+    ref, _ = averaging.pravg(moving[i:i + 1], int(lengths[i]))
     np.testing.assert_allclose(np.asarray(blurry[i]), np.asarray(ref[0]), atol=1e-6)
 
 

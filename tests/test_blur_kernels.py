@@ -6,6 +6,7 @@ import pytest
 from scipy import signal
 
 from fdeblur import config_lib, degrade
+from fdeblur.degrade import apply, kernels
 
 FAMILIES = {
     "gaussian": dict(gaussian_prob=1.0, motion_prob=0.0),
@@ -25,8 +26,13 @@ def _cfg(**kw):
 @pytest.fixture(scope="module")
 def family_kernels():
   keys = jax.random.split(jax.random.key(0), 12)
-  return {name: np.asarray(degrade.random_kernels(keys, _cfg(**kw))[0])
-          for name, kw in FAMILIES.items()}
+  return {name: _kernels(keys, _cfg(**kw)) for name, kw in FAMILIES.items()}
+
+
+def _kernels(keys, cfg):
+  """The kernels `degrade` draws for a batch of len(keys) images (its info["kernel"])."""
+  images = jnp.zeros((len(keys), 32, 32, 1), jnp.float32)
+  return np.asarray(degrade.degrade(keys, images, cfg)[2]["kernel"])
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -48,7 +54,7 @@ def test_delta_blurs_into_exactly_the_kernel(family_kernels, family, method):
   n = size + 16
   img = np.zeros((4, n, n, 2), np.float32)
   img[:, n // 2, n // 2] = 1.0
-  out = np.array(degrade.convolve(img, k, method=method))
+  out = np.array(apply.convolve(img, k, method=method))
   lo = n // 2 - size // 2
   for c in range(2):
     np.testing.assert_allclose(out[:, lo:lo + size, lo:lo + size, c], k, atol=1e-6)
@@ -66,7 +72,7 @@ def test_direct_and_fft_match_float64_scipy(family_kernels, family, border):
                                               mode="valid") for c in range(3)], -1)
                   for b in range(2)])
   for method in ("direct", "fft"):
-    out = np.asarray(degrade.convolve(jnp.asarray(img, jnp.float32), jnp.asarray(k, jnp.float32),
+    out = np.asarray(apply.convolve(jnp.asarray(img, jnp.float32), jnp.asarray(k, jnp.float32),
                                       method=method, border=border), np.float64)
     assert out.shape == img.shape
     rel = np.abs(out - ref) / np.abs(ref)
@@ -77,7 +83,7 @@ def test_fft_is_chosen_statically_by_kernel_size():
   img = jnp.ones((1, 20, 20, 1))
   small = jnp.zeros((1, 5, 5)).at[0, 2, 2].set(1.0)
   big = jnp.zeros((1, 25, 25)).at[0, 12, 12].set(1.0)
-  hlo = lambda k, t: jax.jit(lambda i, kk: degrade.convolve(i, kk, fft_min_kernel_size=t)).lower(
+  hlo = lambda k, t: jax.jit(lambda i, kk: apply.convolve(i, kk, fft_min_kernel_size=t)).lower(
       img, k).as_text()
   assert "fft" not in hlo(small, 21) and "convolution" in hlo(small, 21)
   assert "fft" in hlo(big, 21) and "convolution" not in hlo(big, 21)
@@ -96,7 +102,7 @@ def test_constant_image_stays_constant_with_large_kernels_no_dark_frame():
 
 def test_anisotropic_gaussian_matches_numpy():
   sx, sy, angle = 2.5, 0.8, 30.0
-  k = np.asarray(degrade.gaussian_kernels(jnp.array([sx]), 15, jnp.array([sy]),
+  k = np.asarray(kernels.gaussian_kernels(jnp.array([sx]), 15, jnp.array([sy]),
                                           jnp.array([angle]))[0])
   g = np.arange(15) - 7.0
   ys, xs = np.meshgrid(g, g, indexing="ij")
@@ -108,15 +114,43 @@ def test_anisotropic_gaussian_matches_numpy():
   # its long axis points at 30 degrees: the variance along it is the largest
   assert (k * along**2).sum() > 5 * (k * across**2).sum()
   # equal sigmas give the isotropic kernel whatever the angle
-  iso = degrade.gaussian_kernels(jnp.array([1.3]), 9)
-  rot = degrade.gaussian_kernels(jnp.array([1.3]), 9, jnp.array([1.3]), jnp.array([77.0]))
+  iso = kernels.gaussian_kernels(jnp.array([1.3]), 9)
+  rot = kernels.gaussian_kernels(jnp.array([1.3]), 9, jnp.array([1.3]), jnp.array([77.0]))
   np.testing.assert_allclose(np.asarray(iso), np.asarray(rot), atol=1e-7)
 
 
 def test_kernel_support_follows_the_mixture():
-  assert degrade.kernel_support(_cfg()) == 15
-  assert degrade.kernel_support(_cfg(trajectory_prob=0.2)) == 65  # canvas 64, made odd
-  assert degrade.kernel_support(_cfg(trajectory_prob=0.2, trajectory_canvas=9)) == 15
-  assert degrade.kernel_support(_cfg(trajectory_prob=0.2, trajectory_canvas=16, kernel_size=7)) == 17
+  assert kernels.kernel_support(_cfg()) == 15
+  assert kernels.kernel_support(_cfg(trajectory_prob=0.2)) == 65  # canvas 64, made odd
+  assert kernels.kernel_support(_cfg(trajectory_prob=0.2, trajectory_canvas=9)) == 15
+  assert kernels.kernel_support(_cfg(trajectory_prob=0.2, trajectory_canvas=16, kernel_size=7)) == 17
   with pytest.raises(ValueError, match="odd"):
-    degrade.kernel_support(_cfg(kernel_size=8))
+    kernels.kernel_support(_cfg(kernel_size=8))
+
+
+def test_motion_kernel_has_the_requested_length_and_angle():
+  length, angle = 9.0, 30.0
+  k = np.asarray(kernels.motion_kernels(jnp.array([length]), jnp.array([angle]), 15)[0],
+                 np.float64)
+  g = np.arange(15) - 7.0
+  ys, xs = np.meshgrid(g, g, indexing="ij")
+  d = np.array([np.cos(np.deg2rad(angle)), -np.sin(np.deg2rad(angle))])
+  along = xs * d[0] + ys * d[1]
+  across = xs * -d[1] + ys * d[0]
+  # a uniform segment of length L has variance L^2/12 along it (+1/6 from bilinear splatting)
+  var_along = (k * along**2).sum()
+  assert abs(var_along - (length**2 / 12 + 1 / 6)) < 0.2
+  assert (k * across**2).sum() < 0.3  # thin across the motion
+
+
+def test_isotropic_gaussian_kernel_matches_numpy():
+  sigma = 1.7
+  k = np.asarray(kernels.gaussian_kernels(jnp.array([sigma]), 11)[0])
+  g = np.arange(11) - 5.0
+  ref = np.exp(-(g[:, None] ** 2 + g[None] ** 2) / (2 * sigma**2))
+  np.testing.assert_allclose(k, ref / ref.sum(), rtol=1e-5)
+
+
+def test_even_kernel_size_is_rejected():
+  with pytest.raises(ValueError, match="kernel_size must be odd"):
+    _kernels(jax.random.split(jax.random.key(0), 2), _cfg(kernel_size=8))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fdeblur import config_lib, degrade
+from fdeblur.degrade import noise
 from input_pipeline import transforms
 
 N = 64 * 64 * 3  # pixels per sample: the sample variance is within ~3 % (2 sqrt(2 / N) = 2.6 %)
@@ -19,7 +20,7 @@ def _check(y, mean, var):
 def test_gaussian_noise_mean_and_variance():
   sigma = np.array([0.01, 0.05, 0.1, 0.2])
   x = jnp.full((4, 64, 64, 3), 0.4)
-  y = jax.jit(degrade.gaussian_noise)(jax.random.key(0), x, jnp.asarray(sigma))
+  y = jax.jit(noise.gaussian_noise)(jax.random.key(0), x, jnp.asarray(sigma))
   _check(y, np.full(4, 0.4), sigma**2)
 
 
@@ -29,7 +30,7 @@ def test_poisson_gaussian_noise_mean_and_variance(exact):
   peak = np.array([50.0, 50.0, 200.0, 1000.0])
   sigma = np.array([0.01, 0.0, 0.02, 0.05])
   x = jnp.asarray(np.broadcast_to(level[:, None, None, None], (4, 64, 64, 3)), jnp.float32)
-  y = jax.jit(lambda k, x: degrade.poisson_gaussian_noise(k, x, peak, sigma, exact))(
+  y = jax.jit(lambda k, x: noise.poisson_gaussian_noise(k, x, peak, sigma, exact))(
       jax.random.key(1), x)
   _check(y, level, level / peak + sigma**2)
   y1 = np.asarray(y[1], np.float64) * peak[1]  # sigma 0: the shot noise alone, in photons

@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 from fdeblur import config_lib, degrade
+from fdeblur.degrade import kernels
 
 ITERS = 2000
 MAX_LEN = 60.0
@@ -98,10 +99,10 @@ NUM = 1000  # trajectories drawn once for the module (JAX, per-sample keys)
 @pytest.fixture(scope="module")
 def drawn():
   cfg = _cfg()
-  draws = degrade.trajectory_draws(jax.random.split(jax.random.key(11), NUM), cfg)
-  paths = degrade.trajectory_paths(draws, MAX_LEN)
-  kernels, centred, _ = degrade.trajectory_kernels(draws, cfg)
-  return cfg, draws, np.asarray(paths), np.asarray(kernels, np.float64), np.asarray(centred)
+  draws = kernels.trajectory_draws(jax.random.split(jax.random.key(11), NUM), cfg)
+  paths = kernels.trajectory_paths(draws, MAX_LEN)
+  psfs, centred, _ = kernels.trajectory_kernels(draws, cfg)
+  return cfg, draws, np.asarray(paths), np.asarray(psfs, np.float64), np.asarray(centred)
 
 
 def test_walk_matches_numpy_reference_on_the_same_draws(drawn):
@@ -118,21 +119,21 @@ def test_walk_matches_numpy_reference_on_the_same_draws(drawn):
 
 
 def test_psf_matches_reference_rasteriser_on_the_same_draws(drawn):
-  cfg, draws, paths, kernels, centred = drawn
+  cfg, draws, paths, psfs, centred = drawn
   fractions = tuple(cfg.trajectory_fractions)
-  size = degrade.trajectory_support(cfg)
+  size = kernels.trajectory_support(cfg)
   fidx = np.asarray(draws["fraction_index"])[:12]
   assert set(fidx.tolist()) >= {0, 1, 2, 3}  # the samples cover every exposure fraction
   # The reference centres the whole path; our default centres the exposed part. Compare the same
   # PSF up to the integer translation that puts x_0 on the same pixel.
   tcfg = _cfg(trajectory_center="trajectory")
   few = {k: v[:12] for k, v in draws.items()}
-  tk, tc, _ = degrade.trajectory_kernels(few, tcfg)
+  tk, tc, _ = kernels.trajectory_kernels(few, tcfg)
   tk, tc = np.asarray(tk, np.float64), np.asarray(tc)
   for i in range(len(fidx)):
     x = paths[i, :, 0].astype(np.float64) + 1j * paths[i, :, 1]
     ref, (r0, c0) = np_psf(x, int(fidx[i]), fractions, cfg.trajectory_canvas)
-    for k, c in ((tk[i], tc[i]), (kernels[i], centred[i])):
+    for k, c in ((tk[i], tc[i]), (psfs[i], centred[i])):
       # x_0 lies on a whole pixel in both
       np.testing.assert_allclose(c[0], np.round(c[0]), atol=1e-5)
       dr, dc = r0 - int(round(c[0, 1])) - size // 2, c0 - int(round(c[0, 0])) - size // 2
@@ -148,7 +149,7 @@ def test_psf_matches_reference_rasteriser_on_the_same_draws(drawn):
 def test_exposure_weights_are_the_reference_intervals_cumulated():
   n = 2000
   fractions = np.array([1 / 1000, 1 / 10, 1 / 2, 1.0])
-  w = np.asarray(degrade.exposure_weights(jnp.asarray(fractions, jnp.float32), n))
+  w = np.asarray(kernels.exposure_weights(jnp.asarray(fractions, jnp.float32), n))
   np.testing.assert_allclose(w.sum(axis=1), fractions * n, rtol=1e-5)
   assert w[0, 0] == 1.0 and w[0, 1] == 1.0 and w[0, 2] < 1e-6  # first sample is exposed
   assert (np.diff(w, axis=0) >= 0).all()  # longer exposures contain shorter ones
@@ -200,10 +201,10 @@ def test_trajectory_kernels_fit_and_are_normalised(drawn):
 def test_scatter_and_matmul_splat_agree():
   pts = jax.random.uniform(jax.random.key(5), (3, 200, 2), minval=-9.0, maxval=9.0)
   w = jax.random.uniform(jax.random.key(6), (3, 200))
-  a = np.asarray(degrade.splat(pts, w, 15, method="scatter"))
-  b = np.asarray(degrade.splat(pts, w, 15, method="matmul"))
+  a = np.asarray(kernels.splat(pts, w, 15, method="scatter"))
+  b = np.asarray(kernels.splat(pts, w, 15, method="matmul"))
   np.testing.assert_allclose(a, b, atol=1e-7)
   assert (a[:, 0] > 0).any() or (a[:, :, 0] > 0).any()  # points reach the border ...
   # ... and points outside the support are dropped, not clamped onto the edge
-  far = degrade.splat(jnp.array([[[0.0, 0.0], [20.0, 0.0]]]), jnp.ones((1, 2)), 5, "scatter")
+  far = kernels.splat(jnp.array([[[0.0, 0.0], [20.0, 0.0]]]), jnp.ones((1, 2)), 5, "scatter")
   np.testing.assert_allclose(np.asarray(far)[0, 2, 2], 1.0)

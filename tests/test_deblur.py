@@ -89,7 +89,7 @@ def test_faces_only_folder_and_video(workdir, tmp_path):
     w.write(cv2.cvtColor(np.roll(image, 2 * t, axis=1), cv2.COLOR_RGB2BGR))
   w.release()
   out = tmp_path / "crops"
-  assert deblur.main(["--checkpoint", workdir, str(src), "--out", str(out), "--faces-only",
+  assert deblur.main(["--checkpoint", workdir, str(src), "--out", str(out), "--faces_only",
                       "--quiet"]) == 0
   crops = sorted(os.listdir(out / "folder" / "a_faces"))
   assert len(crops) >= 2 and cv2.imread(str(out / "folder" / "a_faces" / crops[0])).shape == (32, 32, 3)
@@ -114,3 +114,14 @@ def test_output_equal_to_input_is_refused(workdir, tmp_path, capsys):
   assert deblur.main(["--checkpoint", workdir, str(src), "--out", str(src)]) == 2
   assert "is one of the inputs" in capsys.readouterr().err
   assert (src / "x.png").read_bytes() == before
+
+
+def test_flags_are_absl_flags_with_clear_errors(capsys):
+  assert deblur.main(["--help"]) == 0
+  assert "--faces_only" in capsys.readouterr().out
+  assert deblur.main(["--out=x", "a.png"]) == 2
+  assert "--checkpoint required" in capsys.readouterr().err
+  assert deblur.main(["--checkpoint=w", "--out=x", "--pastee=replace", "a.png"]) == 2
+  assert "pastee" in capsys.readouterr().err
+  assert deblur.main(["--checkpoint=w", "--out=x", "--paste=glue", "a.png"]) == 2
+  assert "residual" in capsys.readouterr().err  # the enum's choices are named

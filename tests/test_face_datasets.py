@@ -193,11 +193,8 @@ def test_train_batches_resume_and_processes_cover_the_dataset(images_cfg):
   np.testing.assert_array_equal(b["image"], ds[3]["image"])
   it = pipeline.iterate(ds, 0, images_cfg)
   next(it), next(it)
-  state = it.get_state()
   third = next(it)["image"]
-  again = pipeline.iterate(ds, 0, images_cfg)
-  again.set_state(state)
-  np.testing.assert_array_equal(next(again)["image"], third)
+  # resuming at batch 2 reads what the uninterrupted iterator read third
   np.testing.assert_array_equal(next(pipeline.iterate(ds, 2, images_cfg))["image"], third)
   # P processes: over one epoch the shards are disjoint and together hold every example once
   src = pipeline.data_source(images_cfg, "train")

@@ -1,8 +1,11 @@
-"""Whole-process behaviour: SIGKILL and restart, SIGTERM. (Two-process jax.distributed training
-is tested through launch/local.sh in test_launch.py.)"""
+"""Whole-process behaviour: SIGKILL and restart, SIGTERM in one process and in one of two
+jax.distributed processes. (Two-process training is also run through launch/local.sh in
+test_launch.py.)"""
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,3 +74,40 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   assert steps[-1] == last > 3  # the step it stopped at was saved
   assert "rerun the same command to resume" in out
   assert not (workdir / "report.md").exists()  # no evaluation of an unfinished run
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, tmp_path):
+  """Preemption of one host: JAX's preemption service and orbax's reached_preemption(step) make
+  BOTH processes save the same step and stop (neither waits in a collective for the other)."""
+  workdir = tmp_path / "two"
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(_ENV, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  procs = [subprocess.Popen(
+      _cmd(workdir, data_dir, "--config.train.num_steps=100000", "--config.train.log_every=1",
+           "--config.train.checkpoint_every=100000", f"--coordinator_address=127.0.0.1:{port}",
+           "--num_processes=2", f"--process_id={i}"),
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  try:
+    log = workdir / "train_log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 3):
+      time.sleep(0.1)
+    assert log.exists(), "training did not start"
+    procs[1].send_signal(signal.SIGTERM)  # only the second process is preempted
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, out) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, f"process {i}: {out[-3000:]}"
+  stopped = [re.findall(r"Stopped at step (\d+) of", out) for out in outs]
+  assert all(len(s) == 1 for s in stopped), [o[-1500:] for o in outs]
+  step = int(stopped[0][0])
+  assert int(stopped[1][0]) == step  # the same step in both
+  saved = sorted(int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit())
+  assert saved == [step]  # the preemption checkpoint, written by both together
+  assert max(_log(workdir)) == step

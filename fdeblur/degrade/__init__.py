@@ -24,35 +24,10 @@ import ml_collections
 import numpy as np
 
 from fdeblur.degrade import apply, averaging, kernels, noise
-from fdeblur.degrade.apply import (FFT_MIN_KERNEL_SIZE, convolve, convolve_direct, convolve_fft,
-                                   fft_threshold)
-from fdeblur.degrade.averaging import (average_frames, box_iou, boxes_from_landmarks,
-                                       inverse_response, motion_magnitudes, phase_correlation_shifts,
-                                       pravg, response, vla, vla_lengths, vla_stops, window_weights)
-from fdeblur.degrade.kernels import (KERNEL_PROTOCOLS, PROTOCOLS, centre_paths, draw_protocol,
-                                     exposure_weights, frozen, gaussian_kernels, kernel_support,
-                                     kernels_for, motion_kernels, protocol_from_uniform,
-                                     random_kernels,
-                                     random_trajectory_kernels, splat, trajectory_draws,
-                                     trajectory_kernels, trajectory_paths, trajectory_support)
-from fdeblur.degrade.noise import add_noise, gaussian_noise, poisson_gaussian_noise
-
-__all__ = [
-    "PROTOCOLS", "KERNEL_PROTOCOLS", "FFT_MIN_KERNEL_SIZE", "degrade", "mixture", "per_sample_keys",
-    "frozen", "fft_threshold",
-    "gaussian_kernels", "motion_kernels", "splat", "trajectory_draws", "trajectory_paths",
-    "trajectory_kernels", "random_trajectory_kernels", "exposure_weights", "centre_paths",
-    "kernel_support", "trajectory_support", "random_kernels", "kernels_for", "draw_protocol",
-    "protocol_from_uniform",
-    "convolve", "convolve_direct", "convolve_fft", "inverse_response", "response",
-    "window_weights", "average_frames", "pravg", "vla", "vla_stops", "vla_lengths", "box_iou",
-    "boxes_from_landmarks", "phase_correlation_shifts", "motion_magnitudes", "add_noise",
-    "gaussian_noise", "poisson_gaussian_noise", "apply", "averaging", "kernels", "noise",
-]
 
 
 def mixture(cfg: ml_collections.ConfigDict, clips: bool) -> np.ndarray:
-  """Static protocol probabilities in PROTOCOLS order, normalised. For image batches (clips=False)
+  """Static protocol probabilities in `kernels.PROTOCOLS` order, normalised. For image batches (clips=False)
   the averaging protocols are dropped and the kernel families renormalised."""
   p = np.array([cfg.gaussian_prob, cfg.motion_prob, cfg.trajectory_prob, cfg.pravg_prob,
                 cfg.vla_prob], np.float64)
@@ -114,12 +89,12 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
   key: one key for the batch (split per sample) or [B] per-sample keys, typed or raw uint32.
   cfg: `config.blur`.
   info: "kernel" [B, K, K] (a delta for averaging samples), "protocol" [B] (index into
-    PROTOCOLS), "length" [B] frames averaged (1 for kernel samples).
+    kernels.PROTOCOLS), "length" [B] frames averaged (1 for kernel samples).
 
   The work is one jit-compiled function (cached per config and shapes), so eager callers compile
   once; inside a caller's jit it is inlined.
   """
-  return _degrade_jit(key, batch, frozen(cfg))
+  return _degrade_jit(key, batch, kernels.frozen(cfg))
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -134,14 +109,14 @@ def _degrade_jit(key, batch, cfg):
     sharp = frames[:, averaging.middle_frame(num_frames)]
     boxes = batch.get("boxes")
     if boxes is None and batch.get("landmarks") is not None:
-      boxes = boxes_from_landmarks(jnp.asarray(batch["landmarks"], jnp.float32))
+      boxes = averaging.boxes_from_landmarks(jnp.asarray(batch["landmarks"], jnp.float32))
     flow = batch.get("flow")
   else:
     sharp = _as_float(batch)
   # Static choices and checks first: nothing below depends on values.
   b = sharp.shape[0]
   probs = mixture(cfg, clips)
-  size = kernel_support(cfg)
+  size = kernels.kernel_support(cfg)
   kind = cfg.camera_response
   gamma = float(cfg.camera_gamma)
   motion_source = cfg.vla_motion
@@ -157,16 +132,16 @@ def _degrade_jit(key, batch, cfg):
   # Per sample: uniforms for the protocol and PrAvg's L, a key for the kernel, one for noise.
   k_u, k_kernel, k_noise = jax.vmap(lambda k: jax.random.split(k, 3), out_axes=1)(keys)
   u = jax.vmap(lambda k: jax.random.uniform(k, (2,)))(k_u)
-  proto = protocol_from_uniform(u[:, 0], probs)
+  proto = kernels.protocol_from_uniform(u[:, 0], probs)
 
   if probs[:3].sum() > 0:
-    ker = kernels_for(k_kernel, proto, cfg)
+    ker = kernels.kernels_for(k_kernel, proto, cfg)
     linear = cfg.kernels_in_linear_light
-    src = inverse_response(sharp, kind, gamma) if linear else sharp
-    blurry = convolve(src, ker, fft_min_kernel_size=int(cfg.fft_min_kernel_size),
+    src = averaging.inverse_response(sharp, kind, gamma) if linear else sharp
+    blurry = apply.convolve(src, ker, fft_min_kernel_size=int(cfg.fft_min_kernel_size),
                       border=cfg.border)
     if linear:
-      blurry = response(blurry, kind, gamma)
+      blurry = averaging.response(blurry, kind, gamma)
   else:
     ker = jnp.zeros((b, size, size), jnp.float32).at[:, size // 2, size // 2].set(1.0)
     blurry = sharp
@@ -179,21 +154,24 @@ def _degrade_jit(key, batch, cfg):
     if probs[4] > 0:  # VLA is deterministic given the clip
       motion = flow
       if motion is None and motion_source == "phase_correlation":
-        motion = motion_magnitudes(frames, boxes)
-      stops = vla_stops(frames, boxes=boxes, motion=motion, min_iou=float(cfg.vla_min_iou),
-                        min_psnr=float(cfg.vla_min_psnr), max_motion=float(cfg.vla_max_motion),
-                        max_step=float(cfg.vla_max_step), kind=kind, gamma=gamma)
-      length_avg = jnp.where(proto == 4, vla_lengths(stops["any"], l_min, l_max), length_avg)
-    averaged = average_frames(frames, window_weights(length_avg, num_frames), kind, gamma)
+        motion = averaging.motion_magnitudes(frames, boxes)
+      stops = averaging.vla_stops(
+          frames, boxes=boxes, motion=motion, min_iou=float(cfg.vla_min_iou),
+          min_psnr=float(cfg.vla_min_psnr), max_motion=float(cfg.vla_max_motion),
+          max_step=float(cfg.vla_max_step), kind=kind, gamma=gamma)
+      length_avg = jnp.where(proto == 4, averaging.vla_lengths(stops["any"], l_min, l_max),
+                             length_avg)
+    weights = averaging.window_weights(length_avg, num_frames)
+    averaged = averaging.average_frames(frames, weights, kind, gamma)
     is_avg = proto >= 3
     blurry = jnp.where(is_avg[:, None, None, None], averaged, blurry)
     length = jnp.where(is_avg, length_avg, length)
 
   if cfg.noise != "none":
     if cfg.noise_in_linear_light:
-      blurry = response(add_noise(k_noise, inverse_response(blurry, kind, gamma), cfg), kind,
-                        gamma)
+      linear_blurry = averaging.inverse_response(blurry, kind, gamma)
+      blurry = averaging.response(noise.add_noise(k_noise, linear_blurry, cfg), kind, gamma)
     else:
-      blurry = add_noise(k_noise, blurry, cfg)
+      blurry = noise.add_noise(k_noise, blurry, cfg)
   blurry = jnp.clip(blurry, 0.0, 1.0)
   return blurry, sharp, {"kernel": ker, "protocol": proto, "length": length}

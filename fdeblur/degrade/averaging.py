@@ -235,13 +235,3 @@ def vla_lengths(stops: jax.Array, l_min: int, l_max: int) -> jax.Array:
   passed = jnp.cumprod(~stops, axis=1)  # 1 while no condition has fired yet
   r = jnp.maximum(passed.sum(axis=1) - 1, 0)
   return jnp.clip(2 * r + 1, l_min, l_max).astype(jnp.int32)
-
-
-def vla(frames: jax.Array, l_min: int, l_max: int, **kw):
-  """Variable-length averaging. Returns (blurry, sharp, lengths [B], stops dict)."""
-  t = frames.shape[1]
-  stops = vla_stops(frames, **kw)
-  lengths = vla_lengths(stops["any"], l_min, l_max)
-  blurry = average_frames(frames, window_weights(lengths, t), kw.get("kind", "gamma"),
-                          kw.get("gamma", 2.2))
-  return blurry, frames[:, middle_frame(t)], lengths, stops

@@ -350,24 +350,3 @@ def protocol_from_uniform(u: jax.Array, probs: np.ndarray) -> jax.Array:
   cum[int(np.nonzero(probs > 0)[0][-1]):] = 1.0  # nothing after the last positive entry
   # Category i covers [cum[i-1], cum[i]): empty (never drawn) when probs[i] == 0.
   return jnp.sum(u[:, None] >= jnp.asarray(cum[:-1], jnp.float32)[None], axis=1).astype(jnp.int32)
-
-
-def draw_protocol(keys: jax.Array, probs: np.ndarray) -> jax.Array:
-  """Per-sample protocol index from static (unnormalised) probabilities. keys: [B] -> [B]."""
-  return protocol_from_uniform(jax.vmap(jax.random.uniform)(keys), probs)
-
-
-def random_kernels(keys: jax.Array, cfg: ml_collections.ConfigDict):
-  """One kernel per sample from the configured kernel mixture (gaussian_prob, motion_prob,
-  trajectory_prob), drawn from that sample's own key, so a sample's blur does not depend on the
-  batch it is in. keys: [B] -> ([B, K, K], protocol [B]) with K = kernel_support(cfg).
-  Jit-compiled (cached per config and batch size)."""
-  return _random_kernels_jit(keys, frozen(cfg))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _random_kernels_jit(keys, cfg):
-  kernel_support(cfg)  # validates kernel_size
-  k_proto, k_kernel = jax.vmap(jax.random.split, out_axes=1)(keys)
-  proto = draw_protocol(k_proto, kernel_probs(cfg))
-  return kernels_for(k_kernel, proto, cfg), proto

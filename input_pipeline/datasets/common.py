@@ -32,16 +32,44 @@ NUM_LANDMARKS = 68
 REPORT_NAME = "build_report"  # build_report.json / build_report.txt beside the array_record files
 
 
+def option(default, help_text: str):
+  """A dataclass field with its command-line help: `define_flags` makes it a flag."""
+  return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def define_flags(cls, flag_values=None, skip=()) -> list[str]:
+  """An absl flag per field of dataclass `cls` declared with `option` (not in `skip`), with the
+  field's default, type and help; returns the flag names. Command-line tools derive their
+  flags from the dataclass this way instead of repeating them."""
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flag_values = flags.FLAGS if flag_values is None else flag_values
+  # listed under the calling program in --help (absl names __main__ by its file)
+  module = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
+  module = sys.argv[0] if module == "__main__" else module
+  define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+            str: flags.DEFINE_string}
+  names = []
+  for f in dataclasses.fields(cls):
+    if "help" not in f.metadata or f.name in skip:
+      continue
+    define[type(f.default)](f.name, f.default, f.metadata["help"], flag_values=flag_values,
+                            module_name=module)
+    names.append(f.name)
+  return names
+
+
 @dataclasses.dataclass
 class FaceConfig(tfds.core.BuilderConfig):
   """Options of the face builders (any of them may be set as a `config.dataset` field)."""
   image_size: int = 128
-  margin: float = 1.6  # crop side = margin x longer side of the landmark extent / detector box
-  test_fraction: float = 0.1  # fraction of groups (identities / videos) in the test split
-  split_salt: str = ""  # change to draw another deterministic split
-  image_format: str = "png"  # how crops are stored: png (lossless), jpeg, raw (uint8 tensor)
-  jpeg_quality: int = 95
-  min_face: int = 24  # smallest face (pixels) the detector looks for
+  margin: float = option(1.6, "Crop side / longer side of the landmark extent or detector box.")
+  test_fraction: float = option(0.1, "Fraction of groups (identities / videos) in the test split.")
+  split_salt: str = option("", "Salt of the split hash: change it to draw another split.")
+  image_format: str = option("png", "How crops are stored: png (lossless), jpeg, raw (uint8).")
+  jpeg_quality: int = option(95, "JPEG quality with image_format=jpeg.")
+  min_face: int = option(24, "Smallest face (pixels) the detector looks for.")
 
 
 def config_name(image_size: int, overrides: dict) -> str:
@@ -133,6 +161,22 @@ def read_image(path: str) -> np.ndarray | None:
   if image is None or image.size == 0:
     return None
   return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def video_frames(path: str, max_frames: int = 0):
+  """RGB uint8 frames of a video file, in order (at most `max_frames`; 0 = all). Nothing for a
+  file OpenCV cannot open."""
+  cap = cv2.VideoCapture(path)
+  try:
+    n = 0
+    while cap.isOpened() and (not max_frames or n < max_frames):
+      ok, frame = cap.read()
+      if not ok:
+        return
+      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+      n += 1
+  finally:
+    cap.release()
 
 
 def encode(image: np.ndarray, cfg: FaceConfig):

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
@@ -41,8 +40,9 @@ from input_pipeline.datasets import common
 
 @dataclasses.dataclass
 class FaceVideosConfig(common.FaceConfig):
-  temporal_smoothing: float = 8.0  # Gaussian sigma (frames) of the crop trajectory; 0 = per frame
-  max_frames: int = 0  # frames read per video (0 = all)
+  temporal_smoothing: float = common.option(
+      8.0, "face_videos: Gaussian sigma (frames) of the crop trajectory; 0 = per frame.")
+  max_frames: int = common.option(0, "face_videos: frames read per video (0 = all).")
 
 
 JUMP_IOU = 0.3  # a detection overlapping the previous frame's face less than this starts anew
@@ -110,17 +110,8 @@ class FaceVideos(tfds.core.GeneratorBasedBuilder):
     kind, rel, extra = item
     limit = self.builder_config.max_frames or None
     if kind == "video":
-      cap = cv2.VideoCapture(os.path.join(root, rel))
-      try:
-        i = 0
-        while cap.isOpened() and (limit is None or i < limit):
-          ok, frame = cap.read()
-          if not ok:
-            break
-          yield i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), None
-          i += 1
-      finally:
-        cap.release()
+      for i, frame in enumerate(common.video_frames(os.path.join(root, rel), limit or 0)):
+        yield i, frame, None
       return
     names = extra
     stems = [os.path.splitext(n)[0] for n in names]
