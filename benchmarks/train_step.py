@@ -77,11 +77,12 @@ def load_config(spec: str):
 
 
 def synthetic_batch(config, batch_size: int, rng: np.random.Generator) -> dict:
+  from fdeblur.degrade.averaging import middle_frame  # noqa: PLC0415
   size = config.dataset.image_size
   length = int(config.dataset.clip_length)
   if length > 1:
     frames = rng.integers(0, 256, (batch_size, length, size, size, 3), dtype=np.uint8)
-    return {"frames": frames, "image": frames[:, length // 2]}
+    return {"frames": frames, "image": frames[:, middle_frame(length)]}
   return {"image": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)}
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fdeblur import config_lib, degrade
+from fdeblur import config_lib
 from fdeblur.degrade import kernels
 
 ITERS = 2000

@@ -119,7 +119,7 @@ def test_chrysos2017_width_override_reaches_the_model():
   from fdeblur import models
   cfg = _parse_named("chrysos2017", "--config.model.width=12", "--config.model.depth=18")
   m = nnx.eval_shape(lambda: models.create(cfg.model, nnx.Rngs(0)))
-  assert m.stem.conv.kernel.value.shape[-1] == 12
+  assert m.stem.conv.kernel.shape[-1] == 12
 
 
 def test_configs_are_locked_and_load_matches_the_flag():
