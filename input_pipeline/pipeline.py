@@ -109,9 +109,10 @@ def build(cfg: ml_collections.ConfigDict, overwrite: bool = False) -> tfds.core.
     shutil.rmtree(data_dir)
     builder = get_builder(cfg)
   elif reads_files and not manual_dir:
+    how = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
     raise errors.DataError(
-        f"dataset {cfg.name!r} is not built in {data_dir} and reads your files: pass "
-        f"--manual_dir (config.dataset.manual_dir). {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        f"dataset {cfg.name!r} is not built in {data_dir} and reads your files: "
+        f"{how[0].lower()}{how[1:]} (config.dataset.manual_dir when training)")
   logging.info("Building %s into %s", builder.info.full_name, builder.data_dir)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(file_format="array_record", download_config=download_config)

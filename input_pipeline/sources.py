@@ -87,8 +87,8 @@ def compare(data_dir: str, builder, manual_dir: str) -> str | None:
   if old["manual_dir"] != now:
     if old.get("digest") == digest(files):
       return None  # the same files, moved or reached by another path
-    return (f"was built from {old['manual_dir']} ({old['num_files']} files), not from "
-            f"--manual_dir {now} ({len(files)} files)")
+    return (f"was built from {old['manual_dir']} ({_files(old['num_files'])}), not from "
+            f"--manual_dir {now} ({_files(len(files))})")
   if old.get("digest") == digest(files):
     return None
   before = {f[0]: tuple(f[1:]) for f in old["files"]}
@@ -99,3 +99,7 @@ def compare(data_dir: str, builder, manual_dir: str) -> str | None:
   example = (added + changed + removed)[:1]
   return (f"was built from {now} before its files changed ({len(added)} added, {len(changed)} "
           f"modified, {len(removed)} removed" + (f", e.g. {example[0]}" if example else "") + ")")
+
+
+def _files(n: int) -> str:
+  return f"{n} file" if n == 1 else f"{n} files"
