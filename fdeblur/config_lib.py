@@ -52,6 +52,8 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.dataset.image_format = "png"
   c.dataset.jpeg_quality = 95
   c.dataset.min_face = 24
+  c.dataset.min_votes = 0  # detections: cascade votes at least (0 = the cascades' thresholds)
+  c.dataset.face_check = "eyes"  # landmark check of detections: eyes | none
   c.dataset.temporal_smoothing = 8.0
   c.dataset.max_frames = 0
 
@@ -140,6 +142,14 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.train.log_every = 100
   c.train.checkpoint_every = 5_000
   c.train.keep_checkpoints = 3
+  # Divergence watch (fdeblur/divergence.py): stop | warn | off. Diverged = for `patience` steps
+  # the loss stays above factor x its early value (median of the first `warmup` steps), or the
+  # gradient norm below grad_floor x its early value; a non-finite loss at once.
+  c.train.divergence = "stop"
+  c.train.divergence_factor = 10.0
+  c.train.divergence_grad_floor = 1e-3
+  c.train.divergence_warmup = 10
+  c.train.divergence_patience = 20
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 16

@@ -8,8 +8,19 @@ with a feathered mask (by default only the model's change is added back, so a fa
 the model's resolution keeps its detail; `--paste=replace` blends the crop itself); the rest of
 the picture is left untouched. Inputs are image files, video
 files (re-encoded as .mp4, no audio) or folders of them. Outputs go to --out, keeping the input
-names (folders keep their layout); inputs are never overwritten. Bad or face-less inputs are
-skipped and listed at the end; the exit code is 0 when at least one input succeeded.
+names (folders keep their layout); inputs are never overwritten, and neither is any file already
+in --out unless --overwrite is given (the command stops before any work, naming them).
+
+Images keep their alpha channel, their 16-bit depth (the model sees 8 bits; its change is added
+to the 16-bit pixels) and a single channel when gray. Lossy inputs (JPEG, WebP) are written as
+PNG under the same name (photo.jpg -> photo.png): re-encoding a JPEG would change every pixel,
+while the PNG holds the decoded input exactly except in the face regions.
+
+Faces: the detector's confidence must reach --min_confidence and an eye must be found in the
+box's upper part (the landmark check, --noface_check turns it off); rejected candidates are
+listed. Damaged or truncated files (any decoder warning) and face-less inputs are skipped and
+listed at the end; the exit code is 0 when at least one input succeeded, 1 when none did, and
+that of fdeblur/errors.py for a bad flag, checkpoint or --out (one line, before any work).
 """
 import dataclasses
 import itertools
@@ -21,11 +32,13 @@ import cv2
 import numpy as np
 from absl import flags
 
+from fdeblur import errors
 from input_pipeline.datasets.common import IMAGE_EXTS, VIDEO_EXTS, video_frames
 
 
-class UsageError(Exception):
-  pass
+UsageError = errors.UsageError
+SUMMARY = "deblur_summary.json"
+LOSSLESS_EXT = {".jpg": ".png", ".jpeg": ".png", ".webp": ".png"}  # lossy input -> PNG output
 
 
 @dataclasses.dataclass
@@ -39,9 +52,13 @@ def _ext(path):
   return os.path.splitext(path)[1].lower()
 
 
-def plan(inputs, out_dir: str, faces_only: bool = False) -> tuple[list[Job], list[tuple[str, str]]]:
+def plan(inputs, out_dir: str, faces_only: bool = False,
+         overwrite: bool = False) -> tuple[list[Job], list[tuple[str, str]]]:
   """Input files and their outputs; (jobs, skipped [(path, reason)]). Raises UsageError when an
-  output would be an input (or the output folder is an input)."""
+  output would be an input (or the output folder is an input), WouldOverwrite when an output
+  (or deblur_summary.json) already exists and `overwrite` is False. Lossy inputs (JPEG, WebP)
+  get a lossless PNG output of the same name (LOSSLESS_EXT): pixels away from the faces stay
+  exactly the decoded input's."""
   jobs, skipped = [], []
   out_dir = os.path.abspath(out_dir)
   real_inputs = {os.path.realpath(p) for p in inputs}
@@ -57,7 +74,7 @@ def plan(inputs, out_dir: str, faces_only: bool = False) -> tuple[list[Job], lis
     elif kind == "video":
       out = os.path.join(out_dir, stem + ".mp4")
     else:
-      out = os.path.join(out_dir, rel)
+      out = os.path.join(out_dir, stem + LOSSLESS_EXT.get(ext, ext))
     jobs.append(Job(path, out, kind))
 
   for p in inputs:
@@ -89,6 +106,14 @@ def plan(inputs, out_dir: str, faces_only: bool = False) -> tuple[list[Job], lis
     if j.out in seen:
       raise UsageError(f"inputs {seen[j.out]} and {j.path} would both write {j.out}")
     seen[j.out] = j.path
+  if not overwrite:
+    existing = [p for p in [j.out for j in jobs] + [os.path.join(out_dir, SUMMARY)]
+                if os.path.lexists(p)]
+    if existing:
+      raise errors.WouldOverwrite(
+          f"--out {out_dir} already holds {len(existing)} of this run's output files "
+          f"({', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''}): pass --overwrite "
+          "to replace them, or choose another --out")
   return jobs, skipped
 
 
@@ -97,9 +122,11 @@ class Deblurrer:
 
   def __init__(self, checkpoint: str, config_path: str = "", detector: str = "haar",
                margin: float = 0.0, feather: float = 0.15, batch_size: int = 0,
-               paste: str = "residual"):
+               paste: str = "residual", min_confidence: float | None = None,
+               face_check: bool = True):
     # pylint: disable=import-outside-toplevel  (--help and usage errors do not import JAX)
     from fdeblur import inference, state
+    check_checkpoint(checkpoint)
     workdir = checkpoint
     if os.path.basename(os.path.normpath(checkpoint)) == "checkpoints":
       workdir = os.path.dirname(os.path.normpath(checkpoint))
@@ -110,6 +137,8 @@ class Deblurrer:
     self.size = int(self.config.dataset.image_size)
     self.margin = margin or float(self.config.dataset.margin)
     self.detector, self.feather, self.paste_mode = detector, feather, paste
+    self.min_confidence, self.face_check = min_confidence, face_check
+    self.rejected = []  # (box, reason) of the face candidates the checks rejected
     if detector != "haar":
       from fdeblur import faces  # pylint: disable=import-outside-toplevel
       faces.load()  # fail now with the install hint
@@ -120,7 +149,10 @@ class Deblurrer:
     with it (`smoothing` = weight of the previous box), so crops do not jitter between frames."""
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
     out = []
-    for box, conf in faces.detect(image, self.detector):
+    found, rejected = faces.detect_checked(image, self.detector, self.min_confidence,
+                                           self.face_check)
+    self.rejected.extend(rejected)
+    for box, conf in found:
       if previous and smoothing > 0:
         best = max(previous, key=lambda b: faces_crop_iou(b, box))
         if faces_crop_iou(best, box) > 0.3:
@@ -144,6 +176,13 @@ class Deblurrer:
     return image
 
 
+def check_checkpoint(checkpoint: str) -> None:
+  """--checkpoint must be an existing folder (it is never created)."""
+  if not errors.is_remote(checkpoint) and not os.path.isdir(checkpoint):
+    raise errors.NoCheckpoint(f"--checkpoint {checkpoint}: no such folder (a training workdir "
+                              "holding checkpoints/)")
+
+
 def load_config(workdir: str, config_path: str = ""):
   """--config (configs/NAME.py[:variant]) if given, else the workdir's config.json."""
   from fdeblur import config_lib  # pylint: disable=import-outside-toplevel
@@ -164,11 +203,82 @@ def faces_crop_iou(a, b) -> float:
   return faces_crop.iou(a, b)
 
 
-def _read_image(path):
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None:
-    return None
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+# PIL's Image.transpose operation for each EXIF orientation, as numpy on [H, W, ...] arrays
+_EXIF_ORIENT = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
+
+
+@dataclasses.dataclass
+class Picture:
+  """A decoded input image: `rgb` [H, W, 3] uint8 or uint16 (the file's depth), `alpha` [H, W]
+  or None, `gray` (the file had one channel: written back as one)."""
+  rgb: np.ndarray
+  alpha: np.ndarray | None = None
+  gray: bool = False
+
+  def rgb8(self) -> np.ndarray:
+    """8-bit RGB for the detector and the model."""
+    if self.rgb.dtype == np.uint8:
+      return self.rgb
+    return (self.rgb.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+
+
+def read_picture(path: str) -> Picture:
+  """Decodes an image keeping its alpha channel and 16-bit depth (EXIF orientation applied, as
+  viewers show it). Raises ValueError with the reason for files that cannot be decoded
+  completely: Pillow checks the whole file first (a truncated JPEG or PNG, which OpenCV would
+  decode with grey rows and only a warning, is refused)."""
+  import warnings  # pylint: disable=import-outside-toplevel
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+  orientation = 1
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")  # a decoder warning is a damaged file
+      with Image.open(path) as im:
+        orientation = int(im.getexif().get(0x0112, 1) or 1)
+        im.load()
+  except UnidentifiedImageError:
+    pass  # a format Pillow does not know: OpenCV alone decides
+  except (OSError, SyntaxError, ValueError, Warning) as e:
+    reason = " ".join(str(e).split()) or type(e).__name__
+    raise ValueError(f"damaged or truncated image ({reason})") from None
+  try:
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+  except (OSError, cv2.error):
+    image = None
+  if image is None or image.size == 0:
+    raise ValueError("not a readable image")
+  if image.dtype not in (np.uint8, np.uint16):
+    raise ValueError(f"{image.dtype} pixels are not supported (8- or 16-bit images only): "
+                     "convert it first")
+  image = _EXIF_ORIENT.get(orientation, lambda a: a)(image)
+  if image.ndim == 2 or image.shape[2] == 1:
+    return Picture(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB), gray=True)
+  if image.shape[2] == 4:
+    image = np.ascontiguousarray(image)
+    return Picture(cv2.cvtColor(image, cv2.COLOR_BGRA2RGB), alpha=image[..., 3].copy())
+  return Picture(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB))
+
+
+def write_picture(path: str, picture: Picture, overwrite: bool) -> None:
+  """Encodes like the input (depth, alpha, one channel for gray) into `path`'s format; an
+  existing file is replaced only with `overwrite` (opened exclusively otherwise)."""
+  rgb = picture.rgb
+  if picture.gray:
+    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+  elif picture.alpha is not None:
+    image = np.concatenate([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), picture.alpha[..., None]], -1)
+  else:
+    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+  ok, buf = cv2.imencode(_ext(path), image)
+  if not ok:
+    raise OSError(f"could not encode {path}")
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "wb" if overwrite else "xb") as f:
+    f.write(buf.tobytes())
 
 
 def _write_image(path, rgb):
@@ -183,20 +293,24 @@ def _write_crops(folder, prefix, outputs):
                  np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def process_image(d: Deblurrer, job: Job, faces_only: bool) -> dict:
-  image = _read_image(job.path)
-  if image is None:
-    raise ValueError("not a readable image")
-  found = d.crops(image)
+def process_image(d: Deblurrer, job: Job, faces_only: bool, overwrite: bool = False) -> dict:
+  picture = read_picture(job.path)
+  rejected_before = len(d.rejected)
+  found = d.crops(picture.rgb8())
+  rejected = [{"box": [float(v) for v in b], "reason": r} for b, r in d.rejected[rejected_before:]]
   if not found:
-    raise ValueError("no face found")
+    why = f" ({len(rejected)} candidate(s) rejected: {rejected[0]['reason']})" if rejected else ""
+    raise ValueError("no face found" + why)
   outputs = d.run([c for _, _, c, _ in found])
   if faces_only:
     _write_crops(job.out, "", outputs)
   else:
-    _write_image(job.out, d.paste(image, found, outputs))
+    # The model sees 8 bits; its change is added to the file's own pixels (16 bits stay 16).
+    picture.rgb = d.paste(picture.rgb, found, outputs)
+    write_picture(job.out, picture, overwrite)
   return {"faces": [{"box": [float(v) for v in b], "confidence": float(c),
-                     "matrix": np.asarray(m).tolist()} for b, c, _, m in found]}
+                     "matrix": np.asarray(m).tolist()} for b, c, _, m in found],
+          "rejected": rejected}
 
 
 def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, progress=None,
@@ -281,6 +395,13 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                      flag_values=fv)
   flags.DEFINE_integer("batch_size", 0, "Faces per device batch (0: config.eval.batch_size).",
                        flag_values=fv)
+  flags.DEFINE_float("min_confidence", None, "Detector confidence threshold (haar: cascade "
+                     "votes, default 0 = the cascades' own; hog: SVM score, default 0.2; cnn: "
+                     "MMOD confidence, default 0.5).", flag_values=fv)
+  flags.DEFINE_bool("face_check", True, "Landmark check: a detection needs an eye in its upper "
+                    "part (--noface_check accepts every detection).", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace output files that already exist in --out.",
+                    flag_values=fv)
   flags.DEFINE_bool("quiet", False, "No progress bar.", flag_values=fv)
 
 
@@ -306,23 +427,38 @@ def main(argv=None) -> int:
     print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
     return 2
   args = fv
+  created = False
   try:
-    jobs, skipped = plan(inputs, args.out, args.faces_only)
-  except UsageError as e:
-    print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
-    return 2
-  if not jobs:
-    for path, reason in skipped:
-      print(f"skipped {path}: {reason}", file=sys.stderr)
-    print("fdeblur.deblur: nothing to do", file=sys.stderr)
-    return 1
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  try:
+    jobs, skipped = plan(inputs, args.out, args.faces_only, args.overwrite)
+    if not jobs:
+      for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+      print("fdeblur.deblur: nothing to do", file=sys.stderr)
+      return 1
+    check_checkpoint(args.checkpoint)
+    created = errors.ensure_writable_dir(args.out, "--out")
     d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
-                  args.batch_size, args.paste)
-  except (UsageError, FileNotFoundError, ImportError) as e:
-    print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
-    return 2
+                  args.batch_size, args.paste, args.min_confidence, args.face_check)
+  except (errors.UserError, ImportError) as e:
+    if created:
+      _remove_empty(args.out)
+    code = e.exit_code if isinstance(e, errors.UserError) else 2
+    print(f"fdeblur.deblur: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return code
+  return run_jobs(d, jobs, skipped, args)
+
+
+def _remove_empty(folder: str) -> None:
+  try:
+    os.rmdir(folder)  # only when nothing was put there
+  except OSError:
+    pass
+
+
+def run_jobs(d: Deblurrer, jobs, skipped, args) -> int:
+  """Deblurs every job, then writes deblur_summary.json and prints what was done, skipped and
+  rejected. 0 when at least one input succeeded, else 1."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   done, summary = [], {"outputs": {}, "skipped": {}}
   for job in tqdm(jobs, desc="deblurring", unit="file", disable=args.quiet, file=sys.stderr):
     try:
@@ -330,21 +466,28 @@ def main(argv=None) -> int:
         info = process_video(d, job, args.faces_only, progress=None if args.quiet else tqdm,
                              smoothing=args.smooth)
       else:
-        info = process_image(d, job, args.faces_only)
+        info = process_image(d, job, args.faces_only, args.overwrite)
+    except FileExistsError:
+      skipped.append((job.path, f"{job.out} appeared meanwhile (pass --overwrite)"))
+      continue
     except (ValueError, OSError, cv2.error) as e:
       skipped.append((job.path, str(e)))
       continue
     done.append(job)
     summary["outputs"][job.out] = dict(info, input=job.path)
   summary["skipped"] = {p: r for p, r in skipped}
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "deblur_summary.json"), "w") as f:
+  with open(os.path.join(args.out, SUMMARY), "w" if args.overwrite else "x") as f:
     json.dump(summary, f, indent=1)
   faces_n = sum(len(v["faces"]) if isinstance(v["faces"], list) else v["faces"]
                 for v in summary["outputs"].values())
-  print(f"deblurred {len(done)} of {len(done) + len(skipped)} inputs ({faces_n} faces) into {os.path.abspath(args.out)}")
+  print(f"deblurred {len(done)} of {len(done) + len(skipped)} inputs ({faces_n} faces) into "
+        f"{os.path.abspath(args.out)}")
   for path, reason in skipped:
     print(f"skipped {path}: {reason}")
+  for out, info in summary["outputs"].items():
+    for r in info.get("rejected", []):
+      print(f"rejected a face candidate in {info['input']} at {[round(v) for v in r['box']]}: "
+            f"{r['reason']}")
   return 0 if done else 1
 
 

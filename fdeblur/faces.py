@@ -129,10 +129,35 @@ def load() -> Dlib:
 
 
 def detect(image, method: str = "haar", upsample: int = 1):
-  """[(box, confidence)] with any detector: haar (OpenCV, no extra; confidence 1), hog, cnn."""
+  """[(box, confidence)] with any detector: haar (OpenCV, no extra; confidence = the cascade's
+  votes), hog, cnn. Unchecked: see detect_checked."""
   if method == "haar":
-    return [(tuple(b), 1.0) for b in faces_crop.detect_faces_scaled(image)]
+    return [(tuple(b), float(v)) for b, v in faces_crop.detect_faces_scored_scaled(image)]
   return load().detect(image, method, upsample)
+
+
+# Default confidence thresholds: haar = cascade votes (0: the cascades' own thresholds), hog =
+# dlib's SVM score, cnn = MMOD confidence.
+MIN_CONFIDENCE = {"haar": 0.0, "hog": 0.2, "cnn": 0.5}
+
+
+def detect_checked(image, method: str = "haar", min_confidence: float | None = None,
+                   check: bool = True, upsample: int = 1):
+  """Detection with a confidence threshold (None: MIN_CONFIDENCE[method]) and the landmark
+  check (an eye in the box's upper part, faces_crop.eye_check). Returns (faces [(box,
+  confidence)] most confident / largest first, rejected [(box, reason)])."""
+  threshold = MIN_CONFIDENCE[method] if min_confidence is None else float(min_confidence)
+  faces, rejected = [], []
+  for box, conf in detect(image, method, upsample):
+    reason = (f"low confidence ({conf:.3g} < {threshold:g}, --min_confidence)"
+              if conf < threshold else None)
+    if reason is None and check:
+      reason = faces_crop.eye_check(image, box)
+    if reason is None:
+      faces.append((tuple(box), conf))
+    else:
+      rejected.append((tuple(box), reason))
+  return faces, rejected
 
 
 # --- crop and paste back (the deblur command) ---------------------------------------------------
@@ -157,12 +182,13 @@ def feather_mask(size: int, feather: float = 0.15) -> np.ndarray:
 
 
 def paste_back(image, crop, mat, feather: float = 0.15, source_crop=None):
-  """Blends `crop` (uint8 or float in [0, 1], size x size) back into `image` (uint8) through the
-  inverse of `mat` with a feathered mask. With `source_crop` (the crop the model saw), only the
+  """Blends `crop` (uint8 or float in [0, 1], size x size) back into `image` (uint8 or uint16,
+  which keeps its depth) through the inverse of `mat` with a feathered mask. With `source_crop` (the crop the model saw), only the
   model's change `crop - source_crop` is warped back and added ("residual" paste): detail of a
   face larger than the model's resolution is kept instead of being replaced by an upsampled
   crop. Pixels outside the warped mask's support are returned unchanged (bit-exact); returns a
-  new uint8 image."""
+  new image of image's dtype."""
+  top = float(np.iinfo(image.dtype).max)  # 255 or 65535
   size = crop.shape[0]
   h, w = image.shape[:2]
   inv = cv2.invertAffineTransform(np.asarray(mat, np.float64))
@@ -173,13 +199,13 @@ def paste_back(image, crop, mat, feather: float = 0.15, source_crop=None):
     delta = _unit(crop) - _unit(source_crop)
     warped = cv2.warpAffine(delta, inv, (w, h), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE).reshape(image.shape)
-    out = image.astype(np.float32) + 255.0 * m * warped
+    out = image.astype(np.float32) + top * m * warped
   else:
     warped = cv2.warpAffine(np.ascontiguousarray(_unit(crop)), inv, (w, h),
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    warped = warped.reshape(image.shape) * 255.0
+    warped = warped.reshape(image.shape) * top
     out = image.astype(np.float32) * (1.0 - m) + warped * m
-  out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+  out = np.clip(out + 0.5, 0, top).astype(image.dtype)
   return np.where(m > 0, out, image)
 
 

@@ -6,12 +6,12 @@
                    on the same test data and blur; one side-by-side report in --workdir
 Any config value can be overridden: --config.train.num_steps=100.
 """
-import logging as logging_std
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from fdeblur import errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:variant]).",
                                           lock_config=True)
@@ -31,18 +31,33 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initial
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietLibraries(logging_std.Filter):
-  """Keeps orbax's and TFDS's per-file INFO chatter out of the training log."""
-
-  def filter(self, record):
-    noisy = ("/orbax/", "/tensorflow_datasets/", "xla_bridge.py")
-    return record.levelno >= logging_std.WARNING or not any(n in record.pathname for n in noisy)
-
-
 def main(argv):
+  try:
+    _main(argv)
+  except errors.UserError as e:
+    errors.exit_with("fdeblur", e)
+
+
+def check_paths(mode: str, workdir: str, compare: list[str]) -> None:
+  """Before any work: train writes into --workdir (created if missing); evaluate reads a
+  checkpoint there (nothing is created in a mistyped path) and writes its report."""
+  if mode == "train":
+    errors.ensure_writable_dir(workdir, "--workdir")
+    return
+  for wd in compare or [workdir]:
+    if not errors.is_remote(wd) and not os.path.isdir(os.path.join(wd, "checkpoints")):
+      flag = "--compare" if compare else "--workdir"
+      what = "no such folder" if not os.path.isdir(wd) else "no checkpoints/ in it"
+      raise errors.NoCheckpoint(f"{flag} {wd}: no checkpoint to evaluate ({what}): train "
+                                "there first (--mode=train), or check the path")
+  errors.ensure_writable_dir(workdir, "--workdir")  # the report (compare: created if missing)
+
+
+def _main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+    raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  errors.quiet_library_logs()
+  check_paths(_MODE.value, _WORKDIR.value, _COMPARE.value)
   # Imported here so that --help and flag errors do not pay for importing JAX.
   import jax
   from fdeblur import evaluate, parallel, train
@@ -56,7 +71,7 @@ def main(argv):
                jax.devices())
   if _COMPARE.value:
     if _MODE.value != "evaluate":
-      raise app.UsageError("--compare needs --mode=evaluate")
+      raise errors.UsageError("--compare needs --mode=evaluate")
     evaluate.compare(config, _COMPARE.value, workdir)
     if jax.process_index() == 0:
       print(f"comparison: {os.path.join(os.path.abspath(workdir), 'compare.md')}")
@@ -83,19 +98,19 @@ def _parse_flags(argv):
     flags.FLAGS.config.keys()  # a missing file raises only when the config is first used
     return remaining
   except OSError as e:  # the config file is missing or unreadable
-    sys.exit(f"fdeblur: --config: {' '.join(str(e).split())}")
+    errors.exit_with("fdeblur", errors.UsageError(f"--config: {e}"))
   except flags.Error as e:
     text = str(e)
     if "Traceback" in text:  # an exception inside the config file: keep its last line
       head, _, trace = text.partition("Traceback")
       text = head.rstrip(": \n") + ": " + trace.strip().splitlines()[-1]
-    sys.exit(f"fdeblur: {text}\nPass --helpfull to see help on flags.")
+    errors.exit_with("fdeblur", errors.UsageError(f"{text} (see --helpfull)"))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
     key = text.split("'")[1] if text.count("'") >= 2 else ""
     culprit = [a for a in argv[1:] if a.startswith("--config.") and key and key in a]
     where = f" in {culprit[0]}" if culprit else ""
-    sys.exit(f"fdeblur: bad config override{where}: {text}")
+    errors.exit_with("fdeblur", errors.UsageError(f"bad config override{where}: {text}"))
 
 
 def run():

@@ -11,7 +11,7 @@ import ml_collections
 import optax
 from absl import logging
 
-from fdeblur import checkpoints, models, networks, parallel
+from fdeblur import checkpoints, errors, models, networks, parallel
 
 
 @flax.struct.dataclass
@@ -113,17 +113,25 @@ def restore_or_init(trainable: Trainable, ckpt: checkpoints.Checkpointer, mesh) 
   """The latest checkpoint of `ckpt` placed on `mesh` (any mesh shape), or a fresh state."""
   state = jax.device_put(trainable.init_state(), parallel.replicated(mesh))
   if ckpt.latest_step() is not None:
-    state = state_from_checkpoint(state, ckpt.restore(state_to_checkpoint(state)))
+    state = state_from_checkpoint(
+        state, ckpt.restore(state_to_checkpoint(state), config=trainable.config))
     logging.info("Resumed from %s at step %d", ckpt.directory, int(state.step))
   return state
 
 
 def restore_for_evaluation(config, workdir) -> tuple[networks.Networks, TrainState]:
-  """(generator networks, latest TrainState) of a workdir; FileNotFoundError without one."""
-  ckpt = checkpointer(config, workdir)
+  """(generator networks, newest readable TrainState) of a workdir, creating nothing there;
+  errors.NoCheckpoint (a FileNotFoundError) without one."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not errors.is_remote(directory) and not os.path.isdir(directory):
+    what = "no such folder" if not os.path.isdir(workdir) else "no checkpoints/ folder in it"
+    raise errors.NoCheckpoint(f"no checkpoint to evaluate in {workdir} ({what}): train there "
+                              "first, or check the path")
+  ckpt = checkpoints.Checkpointer(directory, keep=config.train.keep_checkpoints, create=False)
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint to evaluate in {ckpt.directory}")
+      raise errors.NoCheckpoint(f"no checkpoint to evaluate in {ckpt.directory}: train there "
+                                "first, or check the path")
     trainable = Trainable(config)
     return trainable.g, restore_or_init(trainable, ckpt, parallel.make_mesh(config.mesh_shape))
   finally:

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from fdeblur import checkpoints, inference, objectives, parallel, writers
+from fdeblur import checkpoints, divergence, errors, inference, objectives, parallel, writers
 from fdeblur import state as state_lib
 from fdeblur.state import TrainState
 from input_pipeline import pipeline
@@ -71,11 +71,13 @@ class Preemption:
 
 class MetricWindow:
   """The step metrics since the last log line, kept on the device until needed. `check()`
-  fetches them and raises FloatingPointError naming the first step with a non-finite loss; it
+  fetches them and raises errors.Diverged (a FloatingPointError) naming the first step with a
+  non-finite loss, or the step where `monitor` (divergence.Monitor) finds the run diverged; it
   runs before every save, so no checkpoint holds a state that came from a NaN step."""
 
-  def __init__(self):
+  def __init__(self, monitor: divergence.Monitor | None = None):
     self._pending, self._fetched = [], []  # [(step, device metrics)], [(step, host metrics)]
+    self.monitor = monitor
 
   def append(self, step: int, metrics: dict):
     self._pending.append((step, metrics))
@@ -88,7 +90,10 @@ class MetricWindow:
     self._pending = []
     for step, m in zip(steps, fetched):
       if not np.isfinite(m["loss"]):
-        raise FloatingPointError(f"non-finite loss {float(m['loss'])} at step {step}")
+        raise errors.Diverged(f"non-finite loss {float(m['loss'])} at step {step}: lower "
+                              "config.train.learning_rate")
+      if self.monitor is not None:
+        self.monitor.check(step, m)
       self._fetched.append((step, m))
 
   def summary(self) -> dict:
@@ -134,6 +139,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   setup = Setup(config, mesh)
   ckpt = state_lib.checkpointer(config, workdir)
   state = state_lib.restore_or_init(setup, ckpt, mesh)
+  unreadable = [s for s, _ in getattr(ckpt, "unreadable_steps", [])]
+  if unreadable and jax.process_index() == 0 and not errors.is_remote(workdir):
+    aside = ckpt.set_aside(unreadable)  # new saves would collide with them
+    logging.warning("moved the unreadable checkpoint step(s) %s to %s (kept, not deleted)",
+                    ", ".join(map(str, unreadable)), aside)
   start, total = int(state.step), config.train.num_steps
   if start >= total:
     logging.info("Checkpoint at step %d: training already finished", start)
@@ -147,7 +157,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   batches = pipeline.iterate(ds, start, config.dataset)
   is_chief = jax.process_index() == 0
   writer = writers.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
-  history = open(os.path.join(workdir, "train_log.jsonl"), "a") if is_chief else None
+  history_path = os.path.join(workdir, "train_log.jsonl")
+  monitor = divergence.Monitor(config.train, writers.resume_history(history_path, start)
+                               if is_chief else [])
+  history = open(history_path, "a") if is_chief else None
   validate = _Validation(config, workdir, setup.g, writer) if config.eval.every else None
   if is_chief:
     os.makedirs(workdir, exist_ok=True)
@@ -158,7 +171,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   logging.info("Training %s (%d parameters) on a %s mesh of %d devices, steps %d..%d",
                config.model.name, sum(x.size for x in jax.tree.leaves(state.params)),
                dict(mesh.shape), mesh.size, start, total)
-  window = MetricWindow()
+  window = MetricWindow(monitor)
   try:
     for step in range(start + 1, total + 1):
       batch = parallel.global_batch(next(batches), mesh)

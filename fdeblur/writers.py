@@ -1,4 +1,6 @@
 """Metric output: a stdout line per log step and TensorBoard event files (tensorboardX, no TF)."""
+import json
+import os
 import time
 
 import numpy as np
@@ -49,3 +51,28 @@ def log_line(step: int, total: int, metrics: dict, rate: dict):
   eta = int(rate["eta_sec"])
   parts.append(f"ETA {eta // 3600:d}:{eta % 3600 // 60:02d}:{eta % 60:02d}")
   logging.info(" | ".join(parts))
+
+
+def resume_history(path: str, step: int) -> list[dict]:
+  """The entries of the history file (train_log.jsonl) up to `step`, the step training resumes
+  from; later entries (logged by a run that stopped before its next checkpoint, to be logged
+  again) are removed from the file, so that it holds one line per logged step (the last one
+  written, for a step listed twice by an older version). Unparseable lines (cut by a crash) are
+  dropped."""
+  if not os.path.exists(path):
+    return []
+  by_step = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        entry = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+        by_step[entry["step"]] = entry
+  kept = [by_step[s] for s in sorted(by_step)]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(e) + "\n" for e in kept)
+  os.replace(tmp, path)
+  return kept

@@ -8,10 +8,15 @@ Shows a progress bar, then prints the examples per split and what was skipped an
 summary is written as build_report.json / build_report.txt beside the dataset's files.
 Builder options (--margin, --test_fraction, ...; see --help) default to the builder's defaults;
 non-default options get their own config name.
+The build records its source (build_source.json); run again with a --manual_dir whose files
+changed, the command stops with one line unless --overwrite is given (then it rebuilds).
+Expected failures print one line on stderr; exit codes as in fdeblur/errors.py.
 """
+import logging
+
 from absl import app, flags
 
-from fdeblur import config_lib
+from fdeblur import config_lib, errors
 from input_pipeline import datasets, pipeline
 from input_pipeline.datasets import common, face_videos
 
@@ -22,14 +27,22 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "The user's files, for build
 _SIZE = flags.DEFINE_integer("image_size", 64, "Face crop size in pixels.")
 # The builder options: one flag per field of the face builders' config (their defaults).
 _OPTIONS = common.define_flags(face_videos.FaceVideosConfig)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild a dataset whose source files changed "
+                               "since it was built (deletes that build).")
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    errors.exit_with("input_pipeline.build", errors.UsageError(
+        f"unexpected arguments: {' '.join(argv[1:])}"))
+  errors.quiet_library_logs(logging.ERROR)
   cfg = config_lib.dataset_config(
       name=_DATASET.value, data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
       image_size=_SIZE.value, **{name: flags.FLAGS[name].value for name in _OPTIONS})
-  builder = pipeline.build(cfg)
+  try:
+    builder = pipeline.build(cfg, overwrite=_OVERWRITE.value)
+  except errors.UserError as e:
+    errors.exit_with("input_pipeline.build", e)
   for split, info in builder.info.splits.items():
     print(f"{builder.info.full_name} {split}: {info.num_examples} examples")
   report = pipeline.build_report(cfg)
@@ -46,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=errors.flags_parser("input_pipeline.build"))

@@ -47,37 +47,100 @@ def to_gray_u8(image: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
 
 
-def detect_faces(image: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
-  """Boxes (x, y, w, h), largest first: frontal Haar cascade, then the profile cascade on the
-  image and its mirror (the cameraman looks sideways)."""
+FRONTAL_NEIGHBOURS, PROFILE_NEIGHBOURS = 5, 3  # the cascades' vote thresholds
+
+
+def detect_faces_scored(image: np.ndarray, min_size: int = 24) -> list[tuple[tuple, int]]:
+  """[(box (x, y, w, h), votes)], largest first: frontal Haar cascade, then the profile cascade
+  on the image and its mirror (the cameraman looks sideways). `votes` (the number of
+  overlapping raw detections merged into the box) is the cascade's confidence."""
   gray = cv2.equalizeHist(to_gray_u8(image))
-  boxes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
-      gray, 1.1, 5, minSize=(min_size, min_size))
+  boxes, votes = _cascade("haarcascade_frontalface_default.xml").detectMultiScale2(
+      gray, 1.1, FRONTAL_NEIGHBOURS, minSize=(min_size, min_size))
   if len(boxes) == 0:
-    boxes = _cascade("haarcascade_profileface.xml").detectMultiScale(
-        gray, 1.05, 3, minSize=(min_size, min_size))
+    boxes, votes = _cascade("haarcascade_profileface.xml").detectMultiScale2(
+        gray, 1.05, PROFILE_NEIGHBOURS, minSize=(min_size, min_size))
   if len(boxes) == 0:
     w = gray.shape[1]
-    flipped = _cascade("haarcascade_profileface.xml").detectMultiScale(
-        cv2.flip(gray, 1), 1.05, 3, minSize=(min_size, min_size))
+    flipped, votes = _cascade("haarcascade_profileface.xml").detectMultiScale2(
+        cv2.flip(gray, 1), 1.05, PROFILE_NEIGHBOURS, minSize=(min_size, min_size))
     boxes = [(w - x - bw, y, bw, bh) for x, y, bw, bh in flipped]
-  boxes = [tuple(int(v) for v in b) for b in boxes]
-  return sorted(boxes, key=lambda b: -b[2] * b[3])
+  found = [(tuple(int(v) for v in b), int(n)) for b, n in zip(boxes, votes)]
+  return sorted(found, key=lambda f: -f[0][2] * f[0][3])
+
+
+def detect_faces(image: np.ndarray, min_size: int = 24) -> list[tuple[int, int, int, int]]:
+  """Boxes (x, y, w, h), largest first (see detect_faces_scored)."""
+  return [b for b, _ in detect_faces_scored(image, min_size)]
+
+
+def _shrink(image: np.ndarray, max_side: int):
+  """(image shrunk to at most max_side pixels, factor back to the original's coordinates)."""
+  h, w = image.shape[:2]
+  f = min(1.0, max_side / max(h, w))
+  if f >= 1.0:
+    return image, 1.0, 1.0
+  small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                     interpolation=cv2.INTER_AREA)
+  return small, w / small.shape[1], h / small.shape[0]
 
 
 def detect_faces_scaled(image: np.ndarray, max_side: int = 640,
                         min_size: int = 24) -> list[tuple[float, float, float, float]]:
   """detect_faces on a copy shrunk to at most `max_side` pixels (big photos and HD video
   frames), boxes returned in the original image's coordinates, largest first."""
-  h, w = image.shape[:2]
-  f = min(1.0, max_side / max(h, w))
-  if f >= 1.0:
-    return [tuple(float(v) for v in b) for b in detect_faces(image, min_size)]
-  small = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
-                     interpolation=cv2.INTER_AREA)
-  sx, sy = w / small.shape[1], h / small.shape[0]
-  return [(x * sx, y * sy, bw * sx, bh * sy)
-          for x, y, bw, bh in detect_faces(small, min_size)]
+  return [b for b, _ in detect_faces_scored_scaled(image, max_side, min_size)]
+
+
+def detect_faces_scored_scaled(image: np.ndarray, max_side: int = 640, min_size: int = 24):
+  """detect_faces_scored on a copy shrunk to at most `max_side` pixels; [(box, votes)] in the
+  original image's coordinates."""
+  small, sx, sy = _shrink(image, max_side)
+  return [((x * sx, y * sy, bw * sx, bh * sy), n)
+          for (x, y, bw, bh), n in detect_faces_scored(small, min_size)]
+
+
+# --- the landmark check ---------------------------------------------------------------------------
+
+EYE_CHECK_SIDE = 160  # the box's upper part is enlarged to this width before the eye cascade
+
+
+def eye_check(image: np.ndarray, box) -> str | None:
+  """The landmark sanity check of a detection: at least one eye (OpenCV's eye cascade, 10-50 %
+  of the box width) in the upper 60 % of the box. Returns None when it passes, else the reason.
+  It rejects detections on things that are not faces (the handle of scikit-image's `coffee`
+  cup); it also rejects strict profiles (one eye hidden and the other too flat to detect)."""
+  x, y, w, h = (int(round(v)) for v in box)
+  gray = to_gray_u8(image)
+  x0, y0 = max(0, x), max(0, y)
+  roi = gray[y0:max(y0, y + int(0.6 * h)), x0:max(x0, x + w)]
+  if roi.size == 0 or w <= 0:
+    return "face box outside the image"
+  s = max(1.0, EYE_CHECK_SIDE / w)
+  if s > 1.0:
+    roi = cv2.resize(roi, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+  roi = cv2.equalizeHist(roi)
+  lo, hi = max(4, int(0.1 * w * s)), max(5, int(0.5 * w * s))
+  eyes = _cascade("haarcascade_eye.xml").detectMultiScale(roi, 1.1, 3, minSize=(lo, lo),
+                                                          maxSize=(hi, hi))
+  return None if len(eyes) else "no eye found in the face box (landmark check)"
+
+
+def detect_checked(image: np.ndarray, *, max_side: int = 640, min_size: int = 24,
+                   min_votes: int = 0, check: bool = True):
+  """Haar detection, then the confidence threshold (`min_votes`; 0 keeps the cascades' own
+  thresholds) and the landmark check (eye_check). Returns (faces [(box, votes)] largest first,
+  rejected [(box, reason)])."""
+  faces, rejected = [], []
+  for box, votes in detect_faces_scored_scaled(image, max_side, min_size):
+    reason = f"low confidence ({votes} < {min_votes} votes)" if votes < min_votes else None
+    if reason is None and check:
+      reason = eye_check(image, box)
+    if reason is None:
+      faces.append((box, votes))
+    else:
+      rejected.append((box, reason))
+  return faces, rejected
 
 
 def iou(a, b) -> float:

@@ -28,6 +28,8 @@ checkpointed.
 """
 import dataclasses
 import math
+import os
+import shutil
 import time
 
 import cv2
@@ -37,8 +39,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from fdeblur import errors
 from fdeblur.degrade.averaging import middle_frame
-from input_pipeline import datasets, faces_crop
+from input_pipeline import datasets, faces_crop, sources
 from input_pipeline.datasets import common
 
 GEOMETRY = ("box", "landmarks", "has_landmarks")
@@ -66,7 +69,8 @@ def _builder_config(cls, cfg):
 def get_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder `config.dataset` names, at the configured image size and options."""
   if cfg.name not in datasets.BUILDERS:
-    raise ValueError(f"config.dataset.name={cfg.name!r} is not one of {sorted(datasets.BUILDERS)}")
+    raise errors.DataError(f"unknown dataset {cfg.name!r} (config.dataset.name / --dataset): "
+                           f"use one of {', '.join(sorted(datasets.BUILDERS))}")
   cls = datasets.BUILDERS[cfg.name]
   kwargs = {"file_format": "array_record", "config": _builder_config(cls, cfg)}
   if cfg.data_dir:
@@ -74,17 +78,47 @@ def get_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   return cls(**kwargs)
 
 
-def build(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """Builds the dataset if it is not on disk yet (idempotent) and returns its builder."""
+_VERIFIED = set()  # (data_dir, manual_dir) whose source was checked in this process
+
+
+def build(cfg: ml_collections.ConfigDict, overwrite: bool = False) -> tfds.core.DatasetBuilder:
+  """Builds the dataset if it is not on disk yet and returns its builder. The build records its
+  source (build_source.json: builder version and config, the manual folder and its files with
+  sizes and mtimes); a later call with a manual_dir whose files differ raises DataError, or
+  with `overwrite` deletes that build and builds again. Raises DataError (one line) for an
+  unknown name, a missing or empty manual_dir, or a build that finds nothing usable."""
   builder = get_builder(cfg)
-  if not builder.is_prepared():
-    logging.info("Building %s into %s", builder.info.full_name, builder.data_dir)
-    manual_dir = cfg.manual_dir or None
-    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) and not manual_dir:
-      raise ValueError(f"dataset {cfg.name!r} reads your files: set config.dataset.manual_dir "
-                       f"(--manual_dir). {builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  manual_dir = cfg.get("manual_dir", "") or None
+  reads_files = bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+  if reads_files and manual_dir:
+    sources.check_manual_dir(manual_dir, cfg.name)
+  data_dir = os.fspath(builder.data_dir)
+  if builder.is_prepared():
+    key = (data_dir, os.path.abspath(manual_dir) if manual_dir else None)
+    if key in _VERIFIED or not (reads_files and manual_dir):
+      return builder
+    change = sources.compare(data_dir, builder, manual_dir)
+    if change is None:
+      _VERIFIED.add(key)
+      return builder
+    if not overwrite:
+      raise errors.DataError(
+          f"{builder.info.full_name} in {data_dir} {change}: pass --overwrite to rebuild it "
+          "(deletes that build), or choose another --data_dir")
+    logging.warning("Rebuilding %s: it %s", builder.info.full_name, change)
+    shutil.rmtree(data_dir)
+    builder = get_builder(cfg)
+  elif reads_files and not manual_dir:
+    how = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+    raise errors.DataError(
+        f"dataset {cfg.name!r} is not built in {data_dir} and reads your files: "
+        f"{how[0].lower()}{how[1:]} (config.dataset.manual_dir when training)")
+  logging.info("Building %s into %s", builder.info.full_name, builder.data_dir)
+  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  builder.download_and_prepare(file_format="array_record", download_config=download_config)
+  sources.record(os.fspath(builder.data_dir), builder, manual_dir if reads_files else None)
+  _VERIFIED.add((os.fspath(builder.data_dir),
+                 os.path.abspath(manual_dir) if manual_dir else None))
   return builder
 
 

@@ -53,6 +53,9 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_same_losses(data_dir,
                  capture_output=True, timeout=300)
   a, b = _log(straight), _log(killed)
   assert sorted(a) == sorted(b) == list(range(1, 15))
+  # the steps logged after checkpoint 4 and before the kill are not listed twice (issue 13)
+  with open(killed / "train_log.jsonl") as f:
+    assert [json.loads(line)["step"] for line in f] == list(range(1, 15))
   for s in range(5, 15):
     np.testing.assert_allclose(b[s]["loss"], a[s]["loss"], rtol=1e-6, err_msg=f"step {s}")
 

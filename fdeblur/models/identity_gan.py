@@ -299,12 +299,16 @@ def load_pretrained(cfg, params: dict, model_state: dict) -> tuple[dict, dict]:
 
   from absl import logging  # pylint: disable=import-outside-toplevel
 
-  from fdeblur import checkpoints  # pylint: disable=import-outside-toplevel
-  ckpt = checkpoints.Checkpointer(os.path.join(path, "checkpoints"), keep=1)
+  from fdeblur import checkpoints, errors  # pylint: disable=import-outside-toplevel
+  directory = os.path.join(path, "checkpoints")
+  missing = errors.NoCheckpoint(f"config.model.hourglass_checkpoint={path!r}: no checkpoint in "
+                                f"{directory} (train configs/hourglass.py there first)")
+  if not errors.is_remote(directory) and not os.path.isdir(directory):
+    raise missing  # (and nothing is created in a mistyped path)
+  ckpt = checkpoints.Checkpointer(directory, keep=1, create=False)
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"config.model.hourglass_checkpoint={path!r}: no checkpoint in "
-                              f"{ckpt.directory} (train configs/hourglass.py there first)")
+      raise missing
     saved = ckpt.restore_raw()
   finally:
     ckpt.close()

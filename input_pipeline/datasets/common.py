@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from fdeblur import errors
 from input_pipeline import faces_crop
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -70,6 +71,10 @@ class FaceConfig(tfds.core.BuilderConfig):
   image_format: str = option("png", "How crops are stored: png (lossless), jpeg, raw (uint8).")
   jpeg_quality: int = option(95, "JPEG quality with image_format=jpeg.")
   min_face: int = option(24, "Smallest face (pixels) the detector looks for.")
+  min_votes: int = option(0, "Detections need at least this many cascade votes (0 = the "
+                          "cascades' own thresholds).")
+  face_check: str = option("eyes", "Landmark check of detections: eyes (an eye in the box's "
+                           "upper part, faces_crop.eye_check) or none.")
 
 
 def config_name(image_size: int, overrides: dict) -> str:
@@ -224,6 +229,21 @@ def face_features(cfg: FaceConfig) -> dict:
   }
 
 
+def detect(image, cfg: FaceConfig):
+  """(faces [(box, votes)], rejected [(box, reason)]) of one image with the config's checks."""
+  if cfg.face_check not in ("eyes", "none"):
+    raise ValueError(f"face_check={cfg.face_check!r}: use eyes or none")
+  return faces_crop.detect_checked(image, min_size=cfg.min_face, min_votes=cfg.min_votes,
+                                   check=cfg.face_check == "eyes")
+
+
+def rejection_text(rejected) -> str:
+  """'no face passed the checks (2 candidates: no eye found ...)'."""
+  reasons = sorted({r for _, r in rejected})
+  return (f"no face passed the checks ({len(rejected)} candidate"
+          f"{'s' if len(rejected) > 1 else ''} rejected: {'; '.join(reasons)})")
+
+
 # --- alignment ----------------------------------------------------------------------------------
 
 def align(points: np.ndarray | None, box, margin: float):
@@ -303,6 +323,13 @@ class BuildReport:
       json.dump(self.as_dict(), f, indent=1)
     with open(os.path.join(directory, REPORT_NAME + ".txt"), "w") as f:
       f.write(self.text() + "\n")
+
+
+def nothing_usable(name: str, root: str, what: str, report: BuildReport) -> "errors.DataError":
+  """The one-line error of a build that kept nothing, with the skip reasons counted."""
+  counts = report.as_dict()["skipped_counts"]
+  reasons = ", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "nothing to read"
+  return errors.DataError(f"{name}: no usable {what} under --manual_dir {root} ({reasons})")
 
 
 def read_report(data_dir) -> dict | None:

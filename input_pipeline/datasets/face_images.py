@@ -7,15 +7,17 @@ identity. Train/test are split by identity (see `common` for the rule).
 
 Each image gives one example: the face aligned as in the 2017 paper (Chrysos & Zafeiriou, Sec.
 3.4): located by its landmarks when a `.pts` is given, else by OpenCV's Haar detector (largest
-face), rescaled by the landmark (or box) extent and cropped square with `margin` at
+face that passes the confidence threshold and the landmark check: an eye in the box's upper part,
+see `faces_crop.eye_check`), rescaled by the landmark (or box) extent and cropped square with `margin` at
 `image_size`. Landmarks are mapped into crop coordinates. Unreadable images, bad `.pts` files,
-images without a detected face and empty folders are skipped and listed in build_report.json.
+images without an accepted face (with the checks' reasons) and empty folders are skipped and listed in build_report.json.
 """
 import os
 
 import tensorflow_datasets as tfds
 import tqdm
 
+from fdeblur import errors
 from input_pipeline import faces_crop
 from input_pipeline.datasets import common
 
@@ -23,8 +25,10 @@ from input_pipeline.datasets import common
 class FaceImages(tfds.core.GeneratorBasedBuilder):
   """Face crops (with 68 landmarks when given) from a folder tree of photographs."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Folder tree of images, optional .pts landmarks, identity splits."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Folder tree of images, optional .pts landmarks, identity splits.",
+                   "1.1.0": "Detections pass a vote threshold and the eye (landmark) check; "
+                            "the source folder is recorded (build_source.json)."}
   BUILDER_CONFIGS = [common.FaceConfig(name=f"{s}px", image_size=s) for s in (64, 128, 256)]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Pass --manual_dir=DIR: a folder tree of face images (identities = top-level folders), "
@@ -47,7 +51,8 @@ class FaceImages(tfds.core.GeneratorBasedBuilder):
         elif not n.lower().endswith(common.SIDECAR_EXTS):
           self._report.note("files of other types ignored")
     if not files:
-      raise ValueError(f"face_images: no images ({' '.join(common.IMAGE_EXTS)}) under {root}")
+      raise errors.DataError(f"face_images: no images ({' '.join(common.IMAGE_EXTS)}) under "
+                             f"--manual_dir {root}")
     # Pass 1 (threads): read, locate the face; failures are skipped before the split is drawn,
     # so that every split holds at least one usable identity.
     plans = common.ordered_map(lambda rel: (rel, self._plan(root, rel)), files)
@@ -56,7 +61,7 @@ class FaceImages(tfds.core.GeneratorBasedBuilder):
         mininterval=1.0) if plan is not None]
     if not located:
       self._report.write(os.fspath(self.data_dir))
-      raise ValueError(f"face_images: no usable face under {root}:\n{self._report.text()}")
+      raise common.nothing_usable("face_images", root, "face", self._report)
     by_split = common.split_items(located, lambda item: common.group_of(item[0]),
                                   self.builder_config, self._report, "identities")
     return {split: self._generate_examples(root, items, split)
@@ -79,13 +84,15 @@ class FaceImages(tfds.core.GeneratorBasedBuilder):
         self._report.note(f"landmarks with other than {common.NUM_LANDMARKS} points "
                           "(used for the crop, not stored)")
       return points, None
-    boxes = faces_crop.detect_faces_scaled(image, min_size=self.builder_config.min_face)
-    if not boxes:
-      self._report.skip(rel, "no face detected")
+    found, rejected = common.detect(image, self.builder_config)
+    if rejected:
+      self._report.note("face candidates rejected by the checks", len(rejected))
+    if not found:
+      self._report.skip(rel, common.rejection_text(rejected) if rejected else "no face detected")
       return None
-    if len(boxes) > 1:
+    if len(found) > 1:
       self._report.note("images with several faces (largest kept)")
-    return None, boxes[0]
+    return None, found[0][0]
 
   def _generate_examples(self, root, items, split):
     n = 0

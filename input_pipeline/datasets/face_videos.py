@@ -14,7 +14,8 @@ A video is grouped by its top-level entry below manual_dir (300VW: `NNN`; mining
 `<video>/clip_*` share `<video>`); splits are by group, never by frame.
 
 Alignment per frame: the frame's landmarks, else its given box, else OpenCV's Haar detector (the
-face that overlaps the previous frame's most). The square crop (centre and side, as in the 2017
+face that overlaps the previous frame's most, among those passing the vote threshold and the eye
+check, see `common.detect`). The square crop (centre and side, as in the 2017
 paper: landmark/box extent x `margin`) is smoothed along time with a Gaussian of
 `temporal_smoothing` frames so that the crop window moves slowly: the face's own motion within a
 short clip stays in the crops (frame averaging needs it), the detector's jitter does not.
@@ -34,6 +35,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from scipy import ndimage
 
+from fdeblur import errors
 from input_pipeline import faces_crop
 from input_pipeline.datasets import common
 
@@ -51,8 +53,10 @@ JUMP_IOU = 0.3  # a detection overlapping the previous frame's face less than th
 class FaceVideos(tfds.core.GeneratorBasedBuilder):
   """Per-frame face crops of videos, with clip (segment) indices for T-frame sampling."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Videos and frame folders (300VW layout), segments metadata."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Videos and frame folders (300VW layout), segments metadata.",
+                   "1.1.0": "Detections pass a vote threshold and the eye (landmark) check; "
+                            "the source folder is recorded (build_source.json)."}
   BUILDER_CONFIGS = [FaceVideosConfig(name=f"{s}px", image_size=s) for s in (64, 128, 256)]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Pass --manual_dir=DIR: videos (.mp4/.avi/...) or folders of frames, 300VW layout "
@@ -85,7 +89,7 @@ class FaceVideos(tfds.core.GeneratorBasedBuilder):
       if frames:
         items.append(("frames", os.path.relpath(dirpath, root), frames))
     if not items:
-      raise ValueError(f"face_videos: no videos or frame folders under {root}")
+      raise errors.DataError(f"face_videos: no videos or frame folders under --manual_dir {root}")
     # Pass 1 (threads, one video each): per-frame alignment. Videos without a usable face are
     # skipped before the split is drawn, so that every split holds at least one video.
     planned = []
@@ -98,7 +102,7 @@ class FaceVideos(tfds.core.GeneratorBasedBuilder):
         planned.append((item, plan))
     if not planned:
       self._report.write(os.fspath(self.data_dir))
-      raise ValueError(f"face_videos: no usable video under {root}:\n{self._report.text()}")
+      raise common.nothing_usable("face_videos", root, "video", self._report)
     by_split = common.split_items(planned, lambda p: common.group_of(p[0][1]),
                                   self.builder_config, self._report, "videos")
     return {split: self._generate_examples(root, its, split) for split, its in by_split.items()}
@@ -173,7 +177,10 @@ class FaceVideos(tfds.core.GeneratorBasedBuilder):
       elif name in given_boxes:
         box = given_boxes[name]
       else:
-        boxes = faces_crop.detect_faces_scaled(frame, min_size=cfg.min_face)
+        found, rejected = common.detect(frame, cfg)
+        boxes = [b for b, _ in found]
+        if rejected:
+          self._report.note("face candidates rejected by the checks", len(rejected))
         if not boxes:
           self._report.note("frames without a detected face")
           prev_box = None
