@@ -16,21 +16,17 @@ from absl import logging
 
 from fdeblur import errors
 
-DEFAULTS = {"divergence": "stop", "divergence_factor": 10.0, "divergence_grad_floor": 1e-3,
-            "divergence_warmup": 10, "divergence_patience": 20}
-
-
 class Monitor:
 
   def __init__(self, train_cfg, history=()):
     """train_cfg: config.train; history: the train_log.jsonl entries of the steps done before
     this process started (a resume)."""
-    get = lambda k: train_cfg.get(k, DEFAULTS[k])  # noqa: E731
-    self.action = str(get("divergence"))
+    self.action = str(train_cfg.divergence)
     if self.action not in ("stop", "warn", "off"):
       raise errors.UsageError(f"config.train.divergence={self.action!r}: use stop, warn or off")
-    self.factor, self.floor = float(get("divergence_factor")), float(get("divergence_grad_floor"))
-    self.warmup, self.patience = int(get("divergence_warmup")), int(get("divergence_patience"))
+    self.factor = float(train_cfg.divergence_factor)
+    self.floor = float(train_cfg.divergence_grad_floor)
+    self.warmup, self.patience = int(train_cfg.divergence_warmup), int(train_cfg.divergence_patience)
     history = sorted(history, key=lambda e: e.get("step", 0))
     # log entries are means over log_every steps: the first one when none is within warmup
     first = [e for e in history if e.get("step", 0) <= self.warmup] or history[:1]

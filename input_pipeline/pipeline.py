@@ -88,7 +88,7 @@ def build(cfg: ml_collections.ConfigDict, overwrite: bool = False) -> tfds.core.
   with `overwrite` deletes that build and builds again. Raises DataError (one line) for an
   unknown name, a missing or empty manual_dir, or a build that finds nothing usable."""
   builder = get_builder(cfg)
-  manual_dir = cfg.get("manual_dir", "") or None
+  manual_dir = cfg.manual_dir or None
   reads_files = bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
   if reads_files and manual_dir:
     sources.check_manual_dir(manual_dir, cfg.name)

@@ -279,9 +279,9 @@ def test_main_workdir_errors_are_one_line_and_create_nothing(tmp_path):
 # --- 6, 8: divergence and the training log ------------------------------------------------------
 
 def _train_cfg(**kw):
-  return ml_collections.ConfigDict({**dict(divergence="stop", divergence_factor=10.0,
-                                           divergence_grad_floor=1e-3, divergence_warmup=3,
-                                           divergence_patience=2), **kw})
+  cfg = config_lib.base_config().train
+  cfg.update(dict(divergence_warmup=3, divergence_patience=2, **kw))
+  return cfg
 
 
 def test_divergence_monitor_names_the_step():
