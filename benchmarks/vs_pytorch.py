@@ -64,17 +64,26 @@ def torch_generator(ngf: int, n_blocks: int):
   return Generator()
 
 
-def _median_time(fn, steps):
-  fn()  # warm-up (and compilation on the JAX side)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
+def interleaved_medians(fns, steps):
+  """Median seconds of each callable over `steps` rounds, the callables taking turns within a
+  round (after one warm-up call each, which also compiles the JAX side): on a shared machine both
+  sides see the same background load."""
+  for fn in fns:
     fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  times = [[] for _ in fns]
+  for _ in range(steps):
+    for fn, t in zip(fns, times):
+      t0 = time.perf_counter()
+      fn()
+      t.append(time.perf_counter() - t0)
+  return [statistics.median(t) for t in times]
 
 
-def measure(ngf, size, batch, steps):
+def make_steps(ngf, size, batch):
+  """(JAX step, PyTorch step or None, parameter count): the generator's L1 + Adam train step on
+  one random batch, each side with its usual fast path (JAX: jit with donated parameters and
+  optimiser state, arrays already on the device; PyTorch: eager, in-place Adam with its default
+  multi-tensor implementation). Each call runs one step and waits for its result."""
   rng = np.random.default_rng(0)
   blurry = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
   sharp = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
@@ -99,13 +108,10 @@ def measure(ngf, size, batch, steps):
     loss.block_until_ready()
 
   n_jax = sum(x.size for x in jax.tree.leaves(nets.params))
-  jax_s = _median_time(run_jax, steps)
-  row = {"ngf": ngf, "size": size, "batch": batch, "params": n_jax, "jax_ms": jax_s * 1e3}
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
-    row["torch_ms"] = None
-    return row
+    return run_jax, None, n_jax
   model = torch_generator(ngf, 6)
   n_torch = sum(p.numel() for p in model.parameters())
   if n_torch != n_jax:
@@ -120,7 +126,18 @@ def measure(ngf, size, batch, steps):
     loss.backward()
     opt.step()
 
-  row["torch_ms"] = _median_time(run_torch, steps) * 1e3
+  return run_jax, run_torch, n_jax
+
+
+def measure(ngf, size, batch, steps):
+  run_jax, run_torch, n_params = make_steps(ngf, size, batch)
+  row = {"ngf": ngf, "size": size, "batch": batch, "params": n_params}
+  if run_torch is None:
+    row["jax_ms"] = interleaved_medians([run_jax], steps)[0] * 1e3
+    row["torch_ms"] = None
+  else:
+    jax_s, torch_s = interleaved_medians([run_jax, run_torch], steps)
+    row["jax_ms"], row["torch_ms"] = jax_s * 1e3, torch_s * 1e3
   return row
 
 
