@@ -95,10 +95,9 @@ def op_specs(ngf, size, batch, n_blocks=6):
       return fn, params, t
     return build
 
-  def conv_t(cin, cout):
+  def conv_t(cin, cout, cls=layers.ConvTranspose):
     def build():
-      m = layers.ConvTranspose(cin, cout, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                               rngs=rngs)
+      m = cls(cin, cout, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), rngs=rngs)
       fn, params = module_fn(m)
       t = tnn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
       _copy(t, _torch_convT_weight(m.kernel[...]), m.bias[...])
@@ -131,6 +130,11 @@ def op_specs(ngf, size, batch, n_blocks=6):
               conv(4 * ngf, 4 * ngf, 3)),
       "up1": ("transposed conv 3×3 stride 2", (b, s4, s4, 4 * ngf), 1, conv_t(4 * ngf, 2 * ngf)),
       "up2": ("transposed conv 3×3 stride 2", (b, s2, s2, 2 * ngf), 1, conv_t(2 * ngf, ngf)),
+      # flax's own transposed conv (input-dilated convolution), as fdeblur used before
+      "up1_nnx": ("transposed conv, nnx (dilated)", (b, s4, s4, 4 * ngf), 0,
+                  conv_t(4 * ngf, 2 * ngf, nnx.ConvTranspose)),
+      "up2_nnx": ("transposed conv, nnx (dilated)", (b, s2, s2, 2 * ngf), 0,
+                  conv_t(2 * ngf, ngf, nnx.ConvTranspose)),
       "pad3h": ("reflect pad 3 (head)", (b, s1, s1, ngf), 1, pad(3)),
       "head": ("conv 7×7 head", (b, s1 + 6, s1 + 6, ngf), 1, conv(ngf, 3, 7)),
   }
