@@ -84,3 +84,50 @@ def test_transposed_conv_layer_bfloat16_and_fallback():
   ref = nnx.ConvTranspose(3, 2, (3, 3), strides=(2, 2), kernel_dilation=(2, 2), padding="SAME",
                           preferred_element_type=jnp.float32, rngs=nnx.Rngs(0))
   np.testing.assert_allclose(np.asarray(dilated(x)), np.asarray(ref(x)), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [
+    ((3, 3), 1, "VALID"),  # DeblurGAN's residual conv (after its reflect pad)
+    ((3, 3), 2, ((1, 1), (1, 1))),  # its stride-2 conv
+    ((4, 4), 2, ((2, 2), (2, 2))),  # PatchGAN's
+    ((7, 5), 3, "SAME"), ((1, 1), 2, "VALID")])
+def test_im2col_conv_matches_lax(kernel, stride, padding):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 9, 8, 3)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((*kernel, 3, 4)), jnp.float32)
+  ref_fn = lambda x, w: lax.conv_general_dilated(x, w, (stride,) * 2, padding,  # noqa: E731
+                                                 dimension_numbers=NHWC)
+  new_fn = lambda x, w: layers.conv_im2col(x, w, (stride,) * 2, padding)  # noqa: E731
+  y = ref_fn(x, w)
+  ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+  _assert_close(_value_and_grads(new_fn, x, w, ct), _value_and_grads(ref_fn, x, w, ct),
+                f"kernel {kernel} stride {stride} padding {padding}")
+
+
+def test_wide_conv_layer_is_nnx_conv_and_narrow_ones_stay_xla(monkeypatch):
+  """layers.Conv: same parameters as nnx.Conv; wide layers (cin·cout >= IM2COL_MIN_CHANNELS)
+  through im2col with the same outputs and gradients, narrow ones through lax's convolution."""
+  calls = []
+  real = layers.conv_im2col
+  monkeypatch.setattr(layers, "conv_im2col", lambda *a, **k: calls.append(1) or real(*a, **k))
+  x = jax.random.normal(jax.random.key(0), (2, 6, 6, 16))
+  for cout, wide in ((8, False), (1024, True)):
+    calls.clear()
+    new = layers.Conv(16, cout, (3, 3), strides=2, padding=((1, 1), (1, 1)), rngs=nnx.Rngs(0))
+    ref = nnx.Conv(16, cout, (3, 3), strides=2, padding=((1, 1), (1, 1)),
+                   preferred_element_type=jnp.float32, rngs=nnx.Rngs(1))
+    ref_state = nnx.state(ref, nnx.Param)
+    assert (jax.tree.map(jnp.shape, nnx.state(new, nnx.Param))
+            == jax.tree.map(jnp.shape, ref_state))
+    nnx.update(new, ref_state)
+    ct = jax.random.normal(jax.random.key(1), (2, 3, 3, cout))
+
+    def run(module):
+      graphdef, params = nnx.split(module)
+      y, vjp = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+      grads, dx = vjp(ct)
+      return y, dx, grads["kernel"][...], grads["bias"][...]
+
+    for g, r in zip(run(new), run(ref)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)
+    assert bool(calls) == wide

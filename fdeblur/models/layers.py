@@ -6,6 +6,7 @@ accelerators) of convolutions, whose products accumulate into float32 outputs (`
 Every generator maps images in [0, 1] to its working range with `to_signed` and back with
 `to_unit_interval` (float32 out).
 """
+import functools
 import math
 
 import jax
@@ -21,14 +22,88 @@ he_init = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+# On the CPU, convolutions with at least this many input x output channels run as one matrix
+# product over im2col patches (`conv_im2col`); narrower ones as XLA's convolution, which is as fast
+# there (benchmarks/profile_step.py). Other backends always use XLA's convolution.
+IM2COL_MIN_CHANNELS = 128 * 128
+
+
+def _patches(x, kh, kw, strides, out_h, out_w):
+  b, _, _, cin = x.shape
+  sh, sw = strides
+  return jnp.concatenate([
+      lax.slice(x, (0, i, j, 0), (b, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, cin),
+                (1, sh, sw, 1)) for i in range(kh) for j in range(kw)], axis=3)
+
+
+def conv_im2col(x, kernel, strides, padding, *, precision=None, preferred_element_type=None):
+  """lax.conv_general_dilated(x, kernel, strides, padding) (NHWC, HWIO, no dilation, one group)
+  as one matrix product: the kh·kw·cin patch of every output pixel (im2col) times the kernel as
+  a (kh·kw·cin, cout) matrix.
+
+  Same products and parameters, summed in another order (float32 rounding apart, the same
+  numbers). On XLA:CPU a matrix product runs ~2x faster than its convolution of the same FLOPs,
+  and the convolution's weight gradient (a convolution over batch and image) slower still; here
+  the forward and both gradients are matrix products.
+  padding: 'SAME', 'VALID' or ((lo, hi), (lo, hi)).
+  """
+  kh, kw, cin, cout = kernel.shape
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
+  (lo_h, hi_h), (lo_w, hi_w) = padding
+  out_h = (x.shape[1] + lo_h + hi_h - kh) // strides[0] + 1
+  out_w = (x.shape[2] + lo_w + hi_w - kw) // strides[1] + 1
+
+  # Rematerialised: the backward pass keeps x and the kernel (as XLA's convolution does) and
+  # rebuilds the patches from x instead of keeping kh·kw copies of it (XLA drops the recomputed
+  # product, whose value the gradients do not use).
+  @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+  def conv(x, kernel):
+    x = lax.pad(x, jnp.zeros((), x.dtype),
+                ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
+    return lax.dot_general(_patches(x, kh, kw, strides, out_h, out_w),
+                           kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
+                           precision=precision, preferred_element_type=preferred_element_type)
+
+  return conv(x, kernel)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         preferred_element_type=None, **kwargs):
+  """lax.conv_general_dilated (the `nnx.Conv` hook), computed by `conv_im2col` on the CPU for
+  wide 2-D NHWC/HWIO convolutions without dilation or groups; anything else goes to lax."""
+  def im2col():
+    if jax.default_backend() != "cpu" or lhs.ndim != 4 or feature_group_count != 1:
+      return False
+    if kwargs.get("out_sharding") is not None:
+      return False
+    if any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation)):
+      return False
+    if isinstance(padding, str) and padding not in ("SAME", "VALID"):
+      return False
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    return (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+            and rhs.shape[2] * rhs.shape[3] >= IM2COL_MIN_CHANNELS)
+
+  if im2col():
+    return conv_im2col(lhs, rhs, tuple(window_strides), padding, precision=precision,
+                       preferred_element_type=preferred_element_type)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, precision=precision,
+                                  preferred_element_type=preferred_element_type, **kwargs)
+
+
 def Conv(*args, **kwargs) -> nnx.Conv:
-  """nnx.Conv whose products run in the computation dtype and accumulate into a float32 output.
+  """nnx.Conv whose products run in the computation dtype and accumulate into a float32 output,
+  wide layers computed by `conv_im2col` on the CPU (same parameters).
 
   A bfloat16 output would round each activation relative to its magnitude before the batch or
   instance norm that follows subtracts the mean (catastrophic cancellation where the mean is
   large against the spread); norms here compute in float32 and emit the computation dtype.
   """
   kwargs.setdefault("preferred_element_type", jnp.float32)
+  kwargs.setdefault("conv_general_dilated", conv_general_dilated)
   return nnx.Conv(*args, **kwargs)
 
 
@@ -93,7 +168,7 @@ def conv_transpose_subpixel(x, kernel, strides, padding, *, precision=None,
   padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
   k2 = padded[idx_h[:, :, None, None], idx_w[None, None, :, :]]
   k2 = k2.transpose(0, 2, 4, 1, 3, 5).reshape(idx_h.shape[0], idx_w.shape[0], cin, sh * sw * cout)
-  y = lax.conv_general_dilated(
+  y = conv_general_dilated(
       x, k2, (1, 1), ((plo_h, phi_h), (plo_w, phi_w)), dimension_numbers=_NHWC,
       precision=precision, preferred_element_type=preferred_element_type)
   b, a_h, a_w, _ = y.shape
