@@ -3,7 +3,7 @@ layer of the network timed alone, forward and forward + backward, JAX (jit, fdeb
 to PyTorch eager (the same op, same shapes, same weights), then the whole step (vs_pytorch's).
 
     python -m benchmarks.profile_step [--ngf 64] [--size 128] [--batch 4] [--repeats 5]
-        [--ops stem,down,res,up,...] [--xla_dump DIR]
+        [--ops res,up1,up1_nnx,...] [--xla_dump DIR]
 
 Each row's op runs on its own input shape at the given width/image size; "× in net" is how often
 the network runs it per step, and "share" is count × JAX forward + backward over the sum of the
@@ -21,35 +21,12 @@ intra-op threads as there are cores (its default); XLA:CPU's Eigen pool also use
 --xla_dump DIR writes each jitted program's optimised HLO (XLA_FLAGS=--xla_dump_to) to see what
 an op lowers to (e.g. `grep -l convolution DIR/*after_optimizations.txt`).
 """
-import argparse
 import os
-import statistics
 import sys
-import time
-
-
-def _parse():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--ngf", type=int, default=64)
-  p.add_argument("--size", type=int, default=128)
-  p.add_argument("--batch", type=int, default=4)
-  p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--ops", default="", help="comma-separated row keys (default: all); keys: "
-                 "pad3, stem, norm1, down1, down2, norm2, norm3, pad1, res, up1, up2, pad3h, head, "
-                 "adam, step")
-  p.add_argument("--xla_dump", default="", help="directory for XLA's optimised HLO dumps")
-  p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                 help="PyTorch intra-op threads")
-  return p.parse_args()
-
-
-ARGS = _parse() if __name__ == "__main__" else None
-if ARGS is not None and ARGS.xla_dump:
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={ARGS.xla_dump}"
-                             " --xla_dump_hlo_as_text").strip()
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -57,6 +34,19 @@ from flax import nnx  # noqa: E402
 
 from benchmarks.vs_pytorch import interleaved_medians, make_steps  # noqa: E402
 from fdeblur.models import layers  # noqa: E402
+
+
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_integer("ngf", 64, "Generator width.")
+  flags.DEFINE_integer("size", 128, "Image size.")
+  flags.DEFINE_integer("batch", 4, "Batch size.")
+  flags.DEFINE_integer("repeats", 5, "Timed rounds per row.")
+  flags.DEFINE_list("ops", [], "Row keys (default: all but the *_nnx rows): pad3, stem, norm1, "
+                    "down1, down2, norm2, norm3, pad1, res, up1, up2, up1_nnx, up2_nnx, pad3h, "
+                    "head, adam, step.")
+  flags.DEFINE_string("xla_dump", "", "Directory for XLA's optimised HLO of every jitted row.")
+  flags.DEFINE_integer("threads", os.cpu_count() or 1, "PyTorch intra-op threads.")
 
 
 def _nchw(a):
@@ -235,12 +225,16 @@ def _ms(v):
   return "" if v is None else f"{v:,.1f}"
 
 
-def main():
+def main(argv):
+  del argv
+  args = flags.FLAGS
+  if args.xla_dump:  # read when the backend starts, i.e. at the first computation below
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_dump_to="
+                               f"{args.xla_dump} --xla_dump_hlo_as_text").strip()
   import torch  # pylint: disable=import-outside-toplevel
-  args = ARGS
   torch.set_num_threads(args.threads)
   specs = op_specs(args.ngf, args.size, args.batch)
-  keys = [k.strip() for k in args.ops.split(",") if k.strip()] or [*specs, "adam", "step"]
+  keys = list(args.ops) or [k for k in specs if not k.endswith("_nnx")] + ["adam", "step"]
   unknown = [k for k in keys if k not in specs and k not in ("adam", "step")]
   if unknown:
     raise SystemExit(f"--ops: unknown keys {unknown}; known: {[*specs, 'adam', 'step']}")
@@ -287,4 +281,5 @@ def _row(r, total):
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)
