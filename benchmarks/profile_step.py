@@ -3,7 +3,7 @@ layer of the network timed alone, forward and forward + backward, JAX (jit, fdeb
 to PyTorch eager (the same op, same shapes, same weights), then the whole step (vs_pytorch's).
 
     python -m benchmarks.profile_step [--ngf 64] [--size 128] [--batch 4] [--repeats 5]
-        [--ops res,up1,up1_nnx,...] [--xla_dump DIR]
+        [--ops res,res_xla,up1,up1_xla,step,...] [--xla_dump DIR]
 
 Each row's op runs on its own input shape at the given width/image size; "× in net" is how often
 the network runs it per step, and "share" is count × JAX forward + backward over the sum of the
@@ -21,6 +21,7 @@ intra-op threads as there are cores (its default); XLA:CPU's Eigen pool also use
 --xla_dump DIR writes each jitted program's optimised HLO (XLA_FLAGS=--xla_dump_to) to see what
 an op lowers to (e.g. `grep -l convolution DIR/*after_optimizations.txt`).
 """
+import contextlib
 import os
 import sys
 
@@ -42,9 +43,9 @@ def define_flags():
   flags.DEFINE_integer("size", 128, "Image size.")
   flags.DEFINE_integer("batch", 4, "Batch size.")
   flags.DEFINE_integer("repeats", 5, "Timed rounds per row.")
-  flags.DEFINE_list("ops", [], "Row keys (default: all but the *_nnx rows): pad3, stem, norm1, "
-                    "down1, down2, norm2, norm3, pad1, res, up1, up2, up1_nnx, up2_nnx, pad3h, "
-                    "head, adam, step.")
+  flags.DEFINE_list("ops", [], "Row keys (default: all but the *_xla rows): pad3, stem, norm1, "
+                    "down1, down2, norm2, norm3, pad1, res, up1, up2, pad3h, head, adam, step; "
+                    "KEY_xla: the conv/step row with XLA's own convolution ops (before).")
   flags.DEFINE_string("xla_dump", "", "Directory for XLA's optimised HLO of every jitted row.")
   flags.DEFINE_integer("threads", os.cpu_count() or 1, "PyTorch intra-op threads.")
 
@@ -85,9 +86,10 @@ def op_specs(ngf, size, batch, n_blocks=6):
       return fn, params, t
     return build
 
-  def conv_t(cin, cout, cls=layers.ConvTranspose):
+  def conv_t(cin, cout):
     def build():
-      m = cls(cin, cout, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), rngs=rngs)
+      m = layers.ConvTranspose(cin, cout, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                               rngs=rngs)
       fn, params = module_fn(m)
       t = tnn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)
       _copy(t, _torch_convT_weight(m.kernel[...]), m.bias[...])
@@ -120,11 +122,6 @@ def op_specs(ngf, size, batch, n_blocks=6):
               conv(4 * ngf, 4 * ngf, 3)),
       "up1": ("transposed conv 3×3 stride 2", (b, s4, s4, 4 * ngf), 1, conv_t(4 * ngf, 2 * ngf)),
       "up2": ("transposed conv 3×3 stride 2", (b, s2, s2, 2 * ngf), 1, conv_t(2 * ngf, ngf)),
-      # flax's own transposed conv (input-dilated convolution), as fdeblur used before
-      "up1_nnx": ("transposed conv, nnx (dilated)", (b, s4, s4, 4 * ngf), 0,
-                  conv_t(4 * ngf, 2 * ngf, nnx.ConvTranspose)),
-      "up2_nnx": ("transposed conv, nnx (dilated)", (b, s2, s2, 2 * ngf), 0,
-                  conv_t(2 * ngf, ngf, nnx.ConvTranspose)),
       "pad3h": ("reflect pad 3 (head)", (b, s1, s1, ngf), 1, pad(3)),
       "head": ("conv 7×7 head", (b, s1 + 6, s1 + 6, ngf), 1, conv(ngf, 3, 7)),
   }
@@ -137,10 +134,12 @@ def _copy(module, weight, bias):
     module.bias.copy_(torch.from_numpy(np.asarray(bias)))
 
 
-def time_op(key, spec, repeats):
+def time_op(key, spec, repeats, xla=False):
+  """xla: the layer built with XLA's own convolution ops (`layers.xla_convolutions`)."""
   import torch  # pylint: disable=import-outside-toplevel
   label, shape, count, build = spec
-  fn, params, tmod = build()
+  with layers.xla_convolutions() if xla else contextlib.nullcontext():
+    fn, params, tmod = build()
   rng = np.random.default_rng(0)
   x = rng.standard_normal(shape).astype(np.float32)
   input_grad = key not in ("pad3", "stem")
@@ -175,6 +174,8 @@ def time_op(key, spec, repeats):
   t_fwd, t_fb, t_torch = interleaved_medians(
       [lambda: fwd(params, xj).block_until_ready(),
        lambda: jax.block_until_ready(fb(params, xj)), run_torch], repeats)
+  if xla:
+    key, label, count = key + "_xla", label + ", XLA's op (before)", 0
   return {"key": key, "op": label, "shape": "×".join(map(str, shape)), "count": count,
           "jax_fwd": t_fwd * 1e3, "jax_fb": t_fb * 1e3, "torch_fb": t_torch * 1e3}
 
@@ -214,10 +215,11 @@ def time_adam(ngf, repeats):
           "jax_fwd": None, "jax_fb": t_jax * 1e3, "torch_fb": t_torch * 1e3}
 
 
-def time_step(ngf, size, batch, repeats):
-  run_jax, run_torch, n = make_steps(ngf, size, batch)
+def time_step(ngf, size, batch, repeats, xla=False):
+  run_jax, run_torch, _ = make_steps(ngf, size, batch, xla_convolutions=xla)
   t_jax, t_torch = interleaved_medians([run_jax, run_torch], repeats)
-  return {"key": "step", "op": "**whole step** (L1 + Adam)", "shape": f"{batch}×{size}²×3",
+  label = "**whole step** (L1 + Adam)" + (", XLA's convs (before)" if xla else "")
+  return {"key": "step", "op": label, "shape": f"{batch}×{size}²×3",
           "count": 1, "jax_fwd": None, "jax_fb": t_jax * 1e3, "torch_fb": t_torch * 1e3}
 
 
@@ -234,10 +236,11 @@ def main(argv):
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(args.threads)
   specs = op_specs(args.ngf, args.size, args.batch)
-  keys = list(args.ops) or [k for k in specs if not k.endswith("_nnx")] + ["adam", "step"]
-  unknown = [k for k in keys if k not in specs and k not in ("adam", "step")]
+  keys = list(args.ops) or [*specs, "adam", "step"]
+  unknown = [k for k in keys if k.removesuffix("_xla") not in [*specs, "adam", "step"]]
   if unknown:
-    raise SystemExit(f"--ops: unknown keys {unknown}; known: {[*specs, 'adam', 'step']}")
+    raise SystemExit(f"--ops: unknown keys {unknown}; known: {[*specs, 'adam', 'step']} "
+                     "(each also as KEY_xla)")
   print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind} ({os.cpu_count()} cores); "
         f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads; DeblurGAN "
         f"generator ngf {args.ngf}, {args.size}², batch {args.batch}; median of {args.repeats} "
@@ -248,12 +251,13 @@ def main(argv):
   print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
   rows = []
   for key in keys:
-    if key == "adam":
+    base, xla = key.removesuffix("_xla"), key.endswith("_xla")
+    if base == "adam":
       r = time_adam(args.ngf, args.repeats)
-    elif key == "step":
-      r = time_step(args.ngf, args.size, args.batch, args.repeats)
+    elif base == "step":
+      r = time_step(args.ngf, args.size, args.batch, args.repeats, xla)
     else:
-      r = time_op(key, specs[key], args.repeats)
+      r = time_op(base, specs[base], args.repeats, xla)
     rows.append(r)
     print(_row(r, None), flush=True)
   total = sum(r["count"] * r["jax_fb"] for r in rows if r["key"] != "step")

@@ -6,6 +6,7 @@ accelerators) of convolutions, whose products accumulate into float32 outputs (`
 Every generator maps images in [0, 1] to its working range with `to_signed` and back with
 `to_unit_interval` (float32 out).
 """
+import contextlib
 import functools
 import math
 
@@ -94,6 +95,21 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                                   preferred_element_type=preferred_element_type, **kwargs)
 
 
+_XLA_CONVOLUTIONS = [False]
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+  """Layers built inside compute their convolutions as XLA's own ops (lax.conv_general_dilated,
+  flax's input-dilated transposed convolution): fdeblur's formulation before the CPU rewrites, for
+  benchmarks and equivalence tests. Parameters are the same either way."""
+  _XLA_CONVOLUTIONS[0] = True
+  try:
+    yield
+  finally:
+    _XLA_CONVOLUTIONS[0] = False
+
+
 def Conv(*args, **kwargs) -> nnx.Conv:
   """nnx.Conv whose products run in the computation dtype and accumulate into a float32 output,
   wide layers computed by `conv_im2col` on the CPU (same parameters).
@@ -103,7 +119,8 @@ def Conv(*args, **kwargs) -> nnx.Conv:
   large against the spread); norms here compute in float32 and emit the computation dtype.
   """
   kwargs.setdefault("preferred_element_type", jnp.float32)
-  kwargs.setdefault("conv_general_dilated", conv_general_dilated)
+  if not _XLA_CONVOLUTIONS[0]:
+    kwargs.setdefault("conv_general_dilated", conv_general_dilated)
   return nnx.Conv(*args, **kwargs)
 
 
@@ -184,10 +201,11 @@ class ConvTranspose(nnx.ConvTranspose):
   def __init__(self, *args, **kwargs):
     kwargs.setdefault("preferred_element_type", jnp.float32)
     super().__init__(*args, **kwargs)
+    self.subpixel = not _XLA_CONVOLUTIONS[0]
 
   def __call__(self, inputs):
-    plain = (len(self.kernel_size) == 2 and inputs.ndim == 4 and self.mask is None
-             and not self.transpose_kernel and self.kernel_dilation in (None, 1, (1, 1))
+    plain = (self.subpixel and len(self.kernel_size) == 2 and inputs.ndim == 4
+             and self.mask is None and not self.transpose_kernel and self.kernel_dilation in (None, 1, (1, 1))
              and (self.padding in ("SAME", "VALID") or not isinstance(self.padding, str)))
     if not plain:
       return super().__call__(inputs)
