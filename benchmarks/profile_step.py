@@ -33,7 +33,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.vs_pytorch import interleaved_medians, make_steps  # noqa: E402
+from benchmarks.vs_pytorch import (  # noqa: E402
+    interleaved_medians, jax_generator, make_steps, torch_generator)
 from fdeblur.models import layers  # noqa: E402
 
 
@@ -182,15 +183,9 @@ def time_op(key, spec, repeats, xla=False):
 
 def time_adam(ngf, repeats):
   """optax.adam over the generator's parameters (fresh gradients) vs torch.optim.Adam."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-
-  from benchmarks.vs_pytorch import torch_generator  # pylint: disable=import-outside-toplevel
-  from fdeblur import networks  # pylint: disable=import-outside-toplevel
-  cfg = ml_collections.ConfigDict({"seed": 0, "model": {"name": "deblurgan", "ngf": ngf,
-                                                        "n_blocks": 6, "dropout": 0.0}})
-  params = networks.Networks.generator(cfg).params
+  params = jax_generator(ngf).params
   tx = optax.adam(1e-4, b1=0.5, b2=0.999)
   grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
 

@@ -25,7 +25,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from fdeblur import networks  # noqa: E402
+from fdeblur import models, networks  # noqa: E402
 from fdeblur.models import layers  # noqa: E402
 
 
@@ -81,6 +81,15 @@ def interleaved_medians(fns, steps):
   return [statistics.median(t) for t in times]
 
 
+def jax_generator(ngf: int, xla_convolutions: bool = False) -> networks.Networks:
+  """fdeblur's DeblurGAN generator (6 blocks, no dropout); xla_convolutions: built with XLA's own
+  convolution ops (`layers.xla_convolutions`)."""
+  cfg = ml_collections.ConfigDict({"seed": 0, "model": models.model_config(
+      "deblurgan", ngf=ngf, n_blocks=6, dropout=0.0)})
+  with layers.xla_convolutions() if xla_convolutions else contextlib.nullcontext():
+    return networks.Networks.generator(cfg)
+
+
 def make_steps(ngf, size, batch, xla_convolutions=False):
   """(JAX step, PyTorch step or None, parameter count): the generator's L1 + Adam train step on
   one random batch, each side with its usual fast path (JAX: jit with donated parameters and
@@ -91,10 +100,7 @@ def make_steps(ngf, size, batch, xla_convolutions=False):
   rng = np.random.default_rng(0)
   blurry = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
   sharp = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
-  cfg = ml_collections.ConfigDict({"seed": 0, "model": {"name": "deblurgan", "ngf": ngf,
-                                                        "n_blocks": 6, "dropout": 0.0}})
-  with layers.xla_convolutions() if xla_convolutions else contextlib.nullcontext():
-    nets = networks.Networks.generator(cfg)
+  nets = jax_generator(ngf, xla_convolutions)
   tx = optax.adam(1e-4, b1=0.5, b2=0.999)
 
   def step(params, opt_state, x, y):
