@@ -9,6 +9,7 @@ Benchmarks (each also runs alone: `python -m benchmarks.NAME --help`):
   train_step      images/s, step time, GFLOP and MFU (accelerators) of every config's step
   inference       eval-mode generator images/s at 64/128/256: jit vs eager, bf16 vs f32
   vs_pytorch      DeblurGAN generator train step, JAX vs PyTorch eager (needs the [bench] extra)
+  profile_step    the same step per operation: each layer kind's forward/backward, JAX vs PyTorch
 
 Each benchmark runs in its own Python process (they set up JAX and grain differently, and grain
 workers need a fresh `__main__`), with the small CPU-sized arguments below unless --full is given
@@ -41,6 +42,8 @@ BENCHMARKS = {
     "inference": ("Inference: eval-mode generator", [], ["--full"]),
     "vs_pytorch": ("DeblurGAN generator train step: JAX vs PyTorch eager (same network, batch)",
                    ["--steps", "5", "--sizes", "64"], ["--sizes", "64,128,256"]),
+    "profile_step": ("DeblurGAN generator train step per operation: JAX vs PyTorch eager",
+                     ["--ngf", "16", "--size", "64", "--batch", "16", "--repeats", "3"], []),
 }
 
 

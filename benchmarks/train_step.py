@@ -18,6 +18,7 @@ by `device_kind`): "n/a" on CPU and on unknown devices. The configs compute in f
 `--config model.dtype=bfloat16`-style overrides are given (MFU against the bf16 peak, as usual).
 Configs with a perceptual loss use random VGG19 weights (same FLOPs as real ones).
 """
+import contextlib
 import os
 import statistics
 import sys
@@ -101,8 +102,10 @@ def compile_step(setup, state, batch) -> tuple[float, float | None]:
     return seconds, None
 
 
-def bench(spec: str, steps: int, batch_size: int | None, overrides: list[str]) -> dict:
+def bench(spec: str, steps: int, batch_size: int | None, overrides: list[str],
+          xla_convolutions: bool = False) -> dict:
   from fdeblur import parallel, train  # noqa: PLC0415
+  from fdeblur.models import layers  # noqa: PLC0415
   config = load_config(spec)
   for item in overrides:
     key, _, value = item.partition("=")
@@ -118,8 +121,9 @@ def bench(spec: str, steps: int, batch_size: int | None, overrides: list[str]) -
   mesh = parallel.make_mesh(())
   b = batch_size or config.train.batch_size
   b = -(-b // mesh.size) * mesh.size
-  setup = train.Setup(config, mesh)
-  state = setup.init_state()
+  with layers.xla_convolutions() if xla_convolutions else contextlib.nullcontext():
+    setup = train.Setup(config, mesh)
+    state = setup.init_state()
   rng = np.random.default_rng(0)
   batches = [parallel.global_batch(synthetic_batch(config, b, rng), mesh) for _ in range(2)]
   compile_s, flops = compile_step(setup, state, batches[0])
@@ -149,6 +153,8 @@ def define_flags():
   flags.DEFINE_integer("batch_size", 0, "Global batch (0: the config's).")
   flags.DEFINE_multi_string("set", [], "KEY=VALUE config override for every config, e.g. "
                             "model.dtype=bfloat16 (repeatable).")
+  flags.DEFINE_bool("xla_convolutions", False, "Networks with XLA's own convolution ops (fdeblur "
+                    "before the CPU formulations of models/layers.py), for a before/after figure.")
 
 
 def main(argv):
@@ -168,7 +174,7 @@ def main(argv):
   print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for spec in specs:
     try:
-      r = bench(spec, args.steps, args.batch_size or None, args.set)
+      r = bench(spec, args.steps, args.batch_size or None, args.set, args.xla_convolutions)
     except Exception as e:  # noqa: BLE001  one broken config must not hide the others
       msg = " ".join(str(e).split())[:120]
       print(f"| `{spec}` | | | | | | | error: {type(e).__name__}: {msg} |", flush=True)

@@ -10,6 +10,7 @@ ConvTranspose2d(k3, s2, p1, output_padding 1), tanh, global skip with clamp); th
 that both have the same number of parameters. Needs torch (`pip install torch==2.13.0`, the CPU
 build); without it the table says so. Rows: quickstart's width (ngf 16) and the paper's (ngf 64).
 """
+import contextlib
 import os
 import statistics
 import sys
@@ -24,7 +25,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from fdeblur import networks  # noqa: E402
+from fdeblur import models, networks  # noqa: E402
+from fdeblur.models import layers  # noqa: E402
 
 
 def torch_generator(ngf: int, n_blocks: int):
@@ -64,23 +66,41 @@ def torch_generator(ngf: int, n_blocks: int):
   return Generator()
 
 
-def _median_time(fn, steps):
-  fn()  # warm-up (and compilation on the JAX side)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
+def interleaved_medians(fns, steps):
+  """Median seconds of each callable over `steps` rounds, the callables taking turns within a
+  round (after one warm-up call each, which also compiles the JAX side): on a shared machine both
+  sides see the same background load."""
+  for fn in fns:
     fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  times = [[] for _ in fns]
+  for _ in range(steps):
+    for fn, t in zip(fns, times):
+      t0 = time.perf_counter()
+      fn()
+      t.append(time.perf_counter() - t0)
+  return [statistics.median(t) for t in times]
 
 
-def measure(ngf, size, batch, steps):
+def jax_generator(ngf: int, xla_convolutions: bool = False) -> networks.Networks:
+  """fdeblur's DeblurGAN generator (6 blocks, no dropout); xla_convolutions: built with XLA's own
+  convolution ops (`layers.xla_convolutions`)."""
+  cfg = ml_collections.ConfigDict({"seed": 0, "model": models.model_config(
+      "deblurgan", ngf=ngf, n_blocks=6, dropout=0.0)})
+  with layers.xla_convolutions() if xla_convolutions else contextlib.nullcontext():
+    return networks.Networks.generator(cfg)
+
+
+def make_steps(ngf, size, batch, xla_convolutions=False):
+  """(JAX step, PyTorch step or None, parameter count): the generator's L1 + Adam train step on
+  one random batch, each side with its usual fast path (JAX: jit with donated parameters and
+  optimiser state, arrays already on the device; PyTorch: eager, in-place Adam with its default
+  multi-tensor implementation). Each call runs one step and waits for its result.
+  xla_convolutions: the JAX network computes its convolutions as XLA's own ops (fdeblur before
+  the CPU formulations of `layers`; same parameters)."""
   rng = np.random.default_rng(0)
   blurry = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
   sharp = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
-  cfg = ml_collections.ConfigDict({"seed": 0, "model": {"name": "deblurgan", "ngf": ngf,
-                                                        "n_blocks": 6, "dropout": 0.0}})
-  nets = networks.Networks.generator(cfg)
+  nets = jax_generator(ngf, xla_convolutions)
   tx = optax.adam(1e-4, b1=0.5, b2=0.999)
 
   def step(params, opt_state, x, y):
@@ -99,13 +119,10 @@ def measure(ngf, size, batch, steps):
     loss.block_until_ready()
 
   n_jax = sum(x.size for x in jax.tree.leaves(nets.params))
-  jax_s = _median_time(run_jax, steps)
-  row = {"ngf": ngf, "size": size, "batch": batch, "params": n_jax, "jax_ms": jax_s * 1e3}
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
-    row["torch_ms"] = None
-    return row
+    return run_jax, None, n_jax
   model = torch_generator(ngf, 6)
   n_torch = sum(p.numel() for p in model.parameters())
   if n_torch != n_jax:
@@ -120,7 +137,18 @@ def measure(ngf, size, batch, steps):
     loss.backward()
     opt.step()
 
-  row["torch_ms"] = _median_time(run_torch, steps) * 1e3
+  return run_jax, run_torch, n_jax
+
+
+def measure(ngf, size, batch, steps, before=False):
+  run_jax, run_torch, n_params = make_steps(ngf, size, batch)
+  fns = [run_jax] + ([run_torch] if run_torch else [])
+  if before:
+    fns.append(make_steps(ngf, size, batch, xla_convolutions=True)[0])
+  times = interleaved_medians(fns, steps)
+  row = {"ngf": ngf, "size": size, "batch": batch, "params": n_params,
+         "jax_ms": times[0] * 1e3, "torch_ms": times[1] * 1e3 if run_torch else None,
+         "before_ms": times[-1] * 1e3 if before else None}
   return row
 
 
@@ -130,6 +158,8 @@ def define_flags():
   flags.DEFINE_string("sizes", "64,128", "Comma-separated image sizes.")
   flags.DEFINE_integer("threads", os.cpu_count() or 1,
                        "PyTorch intra-op threads (XLA uses every core).")
+  flags.DEFINE_bool("before", False, "Also time the JAX step with XLA's own convolutions "
+                    "(fdeblur's formulation before the CPU rewrites of models/layers.py).")
 
 
 def main(argv):
@@ -143,16 +173,21 @@ def main(argv):
     torch_note = "PyTorch not installed (pip install torch==2.13.0): no comparison"
   print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; {torch_note}")
   print()
-  print("| generator | image | batch | parameters | JAX step ms | PyTorch step ms | JAX speed-up |")
-  print("|---|---:|---:|---:|---:|---:|---:|")
+  before = ("JAX before ms | speed-up before | " if args.before else "")
+  print(f"| generator | image | batch | parameters | JAX step ms | PyTorch step ms | {before}"
+        "JAX speed-up |")
+  print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.before else "") + "---:|")
   for ngf, batch in ((16, 16), (64, 4)):
     for size in (int(s) for s in args.sizes.split(",")):
-      r = measure(ngf, size, batch, args.steps)
+      r = measure(ngf, size, batch, args.steps, before=args.before)
       t = r["torch_ms"]
-      ratio = f"{t / r['jax_ms']:.2f}x" if t else "n/a"
-      tt = f"{t:.1f}" if t else "n/a"
-      print(f"| deblurgan ngf {ngf} | {size}² | {batch} | {r['params']:,} | {r['jax_ms']:.1f} | "
-            f"{tt} | {ratio} |", flush=True)
+      ratio = f"{t / r['jax_ms']:.2f}×" if t else "n/a"
+      tt = f"{t:,.1f}" if t else "n/a"
+      b = ""
+      if args.before:
+        b = f"{r['before_ms']:,.1f} | " + (f"{t / r['before_ms']:.2f}× | " if t else "n/a | ")
+      print(f"| deblurgan ngf {ngf} | {size}² | {batch} | {r['params']:,} | {r['jax_ms']:,.1f} | "
+            f"{tt} | {b}{ratio} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,33 +6,221 @@ accelerators) of convolutions, whose products accumulate into float32 outputs (`
 Every generator maps images in [0, 1] to its working range with `to_signed` and back with
 `to_unit_interval` (float32 out).
 """
+import contextlib
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax import lax
 
 # DeblurGAN / pix2pix initialise every convolution with N(0, 0.02).
 normal_init = nnx.initializers.normal(stddev=0.02)
 # He et al.'s initialisation (ResNet); also used for the hourglass (Newell used Torch's).
 he_init = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+# On the CPU, convolutions with at least this many input x output channels run as one matrix
+# product over im2col patches (`conv_im2col`); narrower ones as XLA's convolution, which is as fast
+# there (benchmarks/profile_step.py). Other backends always use XLA's convolution.
+IM2COL_MIN_CHANNELS = 128 * 128
+
+
+def _patches(x, kh, kw, strides, out_h, out_w):
+  b, _, _, cin = x.shape
+  sh, sw = strides
+  return jnp.concatenate([
+      lax.slice(x, (0, i, j, 0), (b, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1, cin),
+                (1, sh, sw, 1)) for i in range(kh) for j in range(kw)], axis=3)
+
+
+def conv_im2col(x, kernel, strides, padding, *, precision=None, preferred_element_type=None):
+  """lax.conv_general_dilated(x, kernel, strides, padding) (NHWC, HWIO, no dilation, one group)
+  as one matrix product: the kh·kw·cin patch of every output pixel (im2col) times the kernel as
+  a (kh·kw·cin, cout) matrix.
+
+  Same products and parameters, summed in another order (float32 rounding apart, the same
+  numbers). On XLA:CPU a matrix product runs ~2x faster than its convolution of the same FLOPs,
+  and the convolution's weight gradient (a convolution over batch and image) slower still; here
+  the forward and both gradients are matrix products.
+  padding: 'SAME', 'VALID' or ((lo, hi), (lo, hi)).
+  """
+  kh, kw, cin, cout = kernel.shape
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
+  (lo_h, hi_h), (lo_w, hi_w) = padding
+  out_h = (x.shape[1] + lo_h + hi_h - kh) // strides[0] + 1
+  out_w = (x.shape[2] + lo_w + hi_w - kw) // strides[1] + 1
+
+  # Rematerialised: the backward pass keeps x and the kernel (as XLA's convolution does) and
+  # rebuilds the patches from x instead of keeping kh·kw copies of it (XLA drops the recomputed
+  # product, whose value the gradients do not use).
+  @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+  def conv(x, kernel):
+    x = lax.pad(x, jnp.zeros((), x.dtype),
+                ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
+    return lax.dot_general(_patches(x, kh, kw, strides, out_h, out_w),
+                           kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
+                           precision=precision, preferred_element_type=preferred_element_type)
+
+  return conv(x, kernel)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         preferred_element_type=None, **kwargs):
+  """lax.conv_general_dilated (the `nnx.Conv` hook), computed by `conv_im2col` on the CPU for
+  wide 2-D NHWC/HWIO convolutions without dilation or groups; anything else goes to lax."""
+  def im2col():
+    if jax.default_backend() != "cpu" or lhs.ndim != 4 or feature_group_count != 1:
+      return False
+    if kwargs.get("out_sharding") is not None:
+      return False
+    if any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation)):
+      return False
+    if isinstance(padding, str) and padding not in ("SAME", "VALID"):
+      return False
+    nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    return (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
+            and rhs.shape[2] * rhs.shape[3] >= IM2COL_MIN_CHANNELS)
+
+  if im2col():
+    return conv_im2col(lhs, rhs, tuple(window_strides), padding, precision=precision,
+                       preferred_element_type=preferred_element_type)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                  dimension_numbers, feature_group_count, precision=precision,
+                                  preferred_element_type=preferred_element_type, **kwargs)
+
+
+_XLA_CONVOLUTIONS = [False]
+
+
+@contextlib.contextmanager
+def xla_convolutions():
+  """Layers built inside compute their convolutions as XLA's own ops (lax.conv_general_dilated,
+  flax's input-dilated transposed convolution): fdeblur's formulation before the CPU rewrites, for
+  benchmarks and equivalence tests. Parameters are the same either way."""
+  _XLA_CONVOLUTIONS[0] = True
+  try:
+    yield
+  finally:
+    _XLA_CONVOLUTIONS[0] = False
 
 
 def Conv(*args, **kwargs) -> nnx.Conv:
-  """nnx.Conv whose products run in the computation dtype and accumulate into a float32 output.
+  """nnx.Conv whose products run in the computation dtype and accumulate into a float32 output,
+  wide layers computed by `conv_im2col` on the CPU (same parameters).
 
   A bfloat16 output would round each activation relative to its magnitude before the batch or
   instance norm that follows subtracts the mean (catastrophic cancellation where the mean is
   large against the spread); norms here compute in float32 and emit the computation dtype.
   """
   kwargs.setdefault("preferred_element_type", jnp.float32)
+  if not _XLA_CONVOLUTIONS[0]:
+    kwargs.setdefault("conv_general_dilated", conv_general_dilated)
   return nnx.Conv(*args, **kwargs)
 
 
-def ConvTranspose(*args, **kwargs) -> nnx.ConvTranspose:
-  """nnx.ConvTranspose with a float32 output, as `Conv`."""
-  kwargs.setdefault("preferred_element_type", jnp.float32)
-  return nnx.ConvTranspose(*args, **kwargs)
+def _conv_transpose_pads(k: int, s: int, padding: str) -> tuple[int, int]:
+  """lax.conv_transpose's padding of the dilated input for 'SAME' / 'VALID' (its formula)."""
+  if padding == "SAME":
+    pad_len = k + s - 2
+    pad_a = k - 1 if s > k - 1 else -(-pad_len // 2)
+  else:
+    pad_len = k + s - 2 + max(k - s, 0)
+    pad_a = k - 1
+  return pad_a, pad_len - pad_a
+
+
+def _subpixel_taps(k: int, s: int, lo: int, n: int, m: int):
+  """One spatial axis of a transposed conv as a stride-1 conv whose outputs are the s phases.
+
+  The transposed conv (flax/lax semantics: the input dilated by s, padded (lo, hi), correlated
+  with the kernel w) gives y[j] = sum_k xd[j + k - lo] w[k], xd[s i] = x[i]. For the output
+  phase q (j = s a + q) only the taps k = c + s u with c = (lo - q) mod s meet a sample:
+  y[s a + q] = sum_u x[a + u + e] w[c + s u], e = (c + q - lo) / s. Over all phases the input
+  offsets span t0..t1; returns (index[t - t0, q] = kernel tap or k (a zero tap), pad_lo, pad_hi
+  of x for a VALID stride-1 conv giving ceil(m / s) positions per phase).
+  """
+  entries = []
+  for q in range(s):
+    c = (lo - q) % s
+    e = (c + q - lo) // s
+    entries += [(e + u, q, c + s * u) for u in range(-(-(k - c) // s))]
+  t0 = min(t for t, _, _ in entries) if entries else 0
+  t1 = max(t for t, _, _ in entries) if entries else 0
+  index = np.full((t1 - t0 + 1, s), k, dtype=np.int32)
+  for t, q, tap in entries:
+    index[t - t0, q] = tap
+  a = -(-m // s)  # positions per phase
+  return index, -t0, (a - 1 + t1) - (n - 1)
+
+
+def conv_transpose_subpixel(x, kernel, strides, padding, *, precision=None,
+                            preferred_element_type=None):
+  """lax.conv_transpose(x, kernel, strides, padding) (NHWC, HWIO, transpose_kernel=False, no
+  kernel dilation) computed as one stride-1 convolution whose output channels are the
+  stride × stride output phases, then depth-to-space ("sub-pixel").
+
+  Same numbers and the same parameters as the dilated form: each output is the same sum of
+  products, without the (s² - 1)/s² zeros of the dilated input, and its gradients are plain
+  stride-1 convolutions, where XLA:CPU runs the dilated form's weight gradient as a slow generic
+  loop (benchmarks/profile_step.py). padding: 'SAME', 'VALID' or ((lo, hi), (lo, hi)) of the
+  dilated input, as lax.conv_transpose.
+  """
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = strides
+  n_h, n_w = x.shape[1:3]
+  if isinstance(padding, str):
+    padding = [_conv_transpose_pads(k, s, padding) for k, s in ((kh, sh), (kw, sw))]
+  (lo_h, hi_h), (lo_w, hi_w) = padding
+  m_h = (n_h - 1) * sh + 1 + lo_h + hi_h - kh + 1  # output size of the dilated form
+  m_w = (n_w - 1) * sw + 1 + lo_w + hi_w - kw + 1
+  idx_h, plo_h, phi_h = _subpixel_taps(kh, sh, lo_h, n_h, m_h)
+  idx_w, plo_w, phi_w = _subpixel_taps(kw, sw, lo_w, n_w, m_w)
+  # kernel[idx] with a zero row/column at index k: (Th, sh, Tw, sw, cin, cout)
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  k2 = padded[idx_h[:, :, None, None], idx_w[None, None, :, :]]
+  k2 = k2.transpose(0, 2, 4, 1, 3, 5).reshape(idx_h.shape[0], idx_w.shape[0], cin, sh * sw * cout)
+  y = conv_general_dilated(
+      x, k2, (1, 1), ((plo_h, phi_h), (plo_w, phi_w)), dimension_numbers=_NHWC,
+      precision=precision, preferred_element_type=preferred_element_type)
+  b, a_h, a_w, _ = y.shape
+  y = y.reshape(b, a_h, a_w, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(b, a_h * sh, a_w * sw, cout)[:, :m_h, :m_w]
+
+
+class ConvTranspose(nnx.ConvTranspose):
+  """nnx.ConvTranspose (same parameters) with a float32 output, as `Conv`, computed by
+  `conv_transpose_subpixel` (2-D, explicit/'SAME'/'VALID' padding, no kernel dilation, mask or
+  kernel transposition; anything else: nnx.ConvTranspose's own dilated form)."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("preferred_element_type", jnp.float32)
+    super().__init__(*args, **kwargs)
+    self.subpixel = not _XLA_CONVOLUTIONS[0]
+
+  def __call__(self, inputs):
+    plain = (self.subpixel and len(self.kernel_size) == 2 and inputs.ndim == 4
+             and self.mask is None and not self.transpose_kernel and self.kernel_dilation in (None, 1, (1, 1))
+             and (self.padding in ("SAME", "VALID") or not isinstance(self.padding, str)))
+    if not plain:
+      return super().__call__(inputs)
+    strides = self.strides if self.strides is not None else 1
+    strides = (strides,) * 2 if isinstance(strides, int) else tuple(strides)
+    padding = self.padding
+    if not isinstance(padding, str):
+      padding = nnx.nn.linear.canonicalize_padding(padding, 2)
+    bias = self.bias[...] if self.bias is not None else None
+    inputs, kernel, bias = self.promote_dtype((inputs, self.kernel[...], bias), dtype=self.dtype)
+    y = conv_transpose_subpixel(inputs, kernel, strides, padding, precision=self.precision,
+                                preferred_element_type=self.preferred_element_type)
+    if bias is not None:
+      y = y + bias
+    return y
 
 
 def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
