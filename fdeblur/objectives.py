@@ -22,11 +22,14 @@ from fdeblur.models import vgg
 OBJECTIVES = ("supervised", "gan", "chrysos2019")
 
 
-def perceptual_params(config: ml_collections.ConfigDict):
-  """VGG19 weights for the perceptual loss, or None when the config does not use it."""
+def perceptual_params(config: ml_collections.ConfigDict, abstract: bool = False):
+  """VGG19 weights for the perceptual loss, or None when the config does not use it.
+  abstract: their shapes only (jax.ShapeDtypeStruct; no file is read, nothing allocated)."""
   if config.loss.perceptual_weight <= 0:
     return None
   layer = config.perceptual.layer
+  if abstract:
+    return jax.eval_shape(lambda: vgg.random_params(jax.random.PRNGKey(0), layer))
   if config.perceptual.weights == "random":
     logging.warning("config.perceptual.weights='random': the perceptual loss uses RANDOM VGG19 "
                     "weights. This is for tests only; name a VGG19 weights file for real runs.")
@@ -104,9 +107,20 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
       out = {"d_loss": d_loss, **terms}
     return d_params, d_state, d_opt, out
 
+  platform = mesh.devices.flat[0].platform  # the blur's FFT/direct and splat choices follow it
+  blur_per_shard = parallel.per_shard(
+      lambda keys, x: degrade.degrade(keys, x, config.blur, platform)[:2], mesh, 2)
+
+  def blur(key, x):
+    """(blurry, sharp): each device blurs its own samples; sample i's blur comes from key i of
+    the global batch, so it does not depend on the mesh."""
+    size = jax.tree.leaves(x)[0].shape[0]
+    keys = jax.random.key_data(degrade.per_sample_keys(key, size))
+    return blur_per_shard(keys, x)
+
   def step_fn(state, batch, vgg_params):
     k_blur, k_drop, k_gp = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
-    blurry, sharp, _ = degrade.degrade(k_blur, degrade_input(batch), config.blur)
+    blurry, sharp = blur(k_blur, degrade_input(batch))
 
     def g_forward(params):
       if objective == "chrysos2019":
