@@ -20,6 +20,7 @@ on the step time, not a measurement.
 """
 import dataclasses
 import math
+import os
 import re
 import time
 
@@ -70,6 +71,9 @@ def target_devices(topology: str = "") -> list:
   if not topology:
     return jax.devices()
   from jax.experimental import topologies  # noqa: PLC0415
+  # Compile-only: no TPU is opened, so other processes may use libtpu at the same time (without
+  # this, a second process fails on /tmp/libtpu_lockfile). Read when libtpu first loads.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   try:
     desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
   except Exception as e:  # noqa: BLE001  libtpu missing, or an unknown name
@@ -187,10 +191,51 @@ def compile_step(config, devices, global_batch: int, keep_hlo: bool = False) -> 
     raise ValueError(f"global batch {global_batch} is not divisible by the {mesh.size} chips")
   setup = setup_for(config, mesh)
   t = time.perf_counter()
-  compiled = setup._step.lower(abstract_state(setup), abstract_batch(config, global_batch, mesh),  # noqa: SLF001
-                               setup.vgg).compile()
+  lowered = setup._step.lower(abstract_state(setup), abstract_batch(config, global_batch, mesh),  # noqa: SLF001
+                              setup.vgg)
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # noqa: BLE001  XLA:TPU refuses a program that exceeds the HBM
+    needed = _exhausted_bytes(str(e))
+    if needed is None:
+      raise
+    return Compiled(chips=len(devices), hosts=_hosts(devices), global_batch=global_batch,
+                    chip=chip(devices[0]), compile_s=time.perf_counter() - t, argument_bytes=0,
+                    temp_bytes=needed, output_bytes=0, alias_bytes=0, flops=float("nan"),
+                    bytes_accessed=float("nan"), collectives={})
   seconds = time.perf_counter() - t
   return analyse(compiled, devices, global_batch, seconds, keep_hlo)
+
+
+def _exhausted_bytes(message: str) -> int | None:
+  """The temporaries' size in XLA:TPU's "Ran out of memory in memory space hbm ... (269.01G)"
+  refusal, or None for any other error."""
+  if "RESOURCE_EXHAUSTED" not in message:
+    return None
+  m = re.search(r"HLO temporaries \(([\d.]+)([KMGT])\)", message)
+  scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+  return int(float(m.group(1)) * scale[m.group(2)]) if m else 1 << 62
+
+
+def _hosts(devices) -> int:
+  return len({d.process_index for d in devices})
+
+
+def compile_blur(config, devices, global_batch: int, method: str = "") -> Compiled:
+  """The step's blur synthesis alone (objectives.make_blur), compiled as the step holds it, for
+  its share of the step's FLOPs and bytes. method: "fft" or "direct" forces how kernels are
+  applied (else config.blur.fft_min_kernel_size, 0 = by platform)."""
+  from fdeblur import objectives  # noqa: PLC0415
+  mesh = parallel.make_mesh(config.get("mesh_shape", ()), devices=np.asarray(devices))
+  blur_config = config.blur.copy_and_resolve_references()
+  if method:
+    blur_config.fft_min_kernel_size = {"fft": 1, "direct": 1 << 30}[method]
+  blur = objectives.make_blur(blur_config, mesh)
+  key = jax.ShapeDtypeStruct((2,), np.uint32, sharding=parallel.replicated(mesh))
+  batch = abstract_batch(config, global_batch, mesh)
+  t = time.perf_counter()
+  compiled = jax.jit(lambda k, b: blur(k, objectives.degrade_input(b))).lower(key, batch).compile()
+  return analyse(compiled, devices, global_batch, time.perf_counter() - t)
 
 
 def analyse(compiled, devices, global_batch: int, seconds: float, keep_hlo: bool = False):
@@ -199,7 +244,7 @@ def analyse(compiled, devices, global_batch: int, seconds: float, keep_hlo: bool
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   hlo = compiled.as_text()
   return Compiled(
-      chips=len(devices), hosts=len({d.process_index for d in devices}),
+      chips=len(devices), hosts=_hosts(devices),
       global_batch=global_batch, chip=chip(devices[0]), compile_s=seconds,
       argument_bytes=mem.argument_size_in_bytes, temp_bytes=mem.temp_size_in_bytes,
       output_bytes=mem.output_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
@@ -208,11 +253,13 @@ def analyse(compiled, devices, global_batch: int, seconds: float, keep_hlo: bool
 
 
 def fit(config, devices, start: int = 1, max_compiles: int = 8, log=print) -> tuple:
-  """(largest per-chip batch that fits the chip's HBM, its Compiled, the compiles tried).
+  """(largest per-chip batch that fits the chip's HBM, its Compiled, {batch: Compiled} tried).
 
   Memory grows about linearly with the batch: two compiles (b, 2b) give the slope, the
-  prediction is then checked by compiling, and the bracket between a batch that fits and one
-  that does not is narrowed by bisection until it closes or `max_compiles` is spent."""
+  prediction (at most 8x the last batch that fit) is then compiled, and the bracket between a
+  batch that fits and one that does not is narrowed by bisection, or widened, until it closes or
+  `max_compiles` is spent. A program over the HBM is refused by XLA:TPU (RESOURCE_EXHAUSTED):
+  that counts as "does not fit"."""
   n = len(devices)
   kind = chip(devices[0])
   if kind is None:
@@ -225,29 +272,39 @@ def fit(config, devices, start: int = 1, max_compiles: int = 8, log=print) -> tu
     tried[b] = r
     log(f"  per-chip batch {b}: {r.memory_bytes / GiB:.2f} GiB of {kind.hbm_bytes / GiB:.0f} "
         f"({'fits' if r.fits else 'does not fit'}), compiled in {r.compile_s:.0f} s")
-    return r
+    return r.fits
 
-  first = run(start)
-  if not first.fits:
-    lo, hi = 0, start
-  else:
-    second = run(2 * start)
-    lo, hi = (2 * start, None) if second.fits else (start, 2 * start)
-    if hi is None:
-      slope = max((second.memory_bytes - first.memory_bytes) / start, 1.0)
-      guess = int(2 * start + (kind.hbm_bytes - second.memory_bytes) // slope)
-      guess = max(guess, 2 * start + 1)
-      if run(guess).fits:
-        lo, hi = guess, None
-        while hi is None and len(tried) < max_compiles:  # the prediction was cautious
-          nxt = max(lo + 1, int(lo * 1.1))
-          lo, hi = (nxt, None) if run(nxt).fits else (lo, nxt)
-      else:
-        hi = guess
-  while hi is not None and hi - lo > 1 and len(tried) < max_compiles:
-    mid = (lo + hi) // 2
-    lo, hi = (mid, hi) if run(mid).fits else (lo, mid)
+  def fitting():
+    return [b for b, r in tried.items() if r.fits]
+
+  lo, hi = 0, None  # largest known to fit, smallest known not to fit
+  b = max(start, 1)
+  while len(tried) < max_compiles and (hi is None or hi - lo > 1):
+    if run(b):
+      lo = max(lo, b)
+    else:
+      hi = b if hi is None else min(hi, b)
+    ok = sorted(fitting())
+    if hi is not None:
+      b = (lo + hi) // 2 if lo else max(hi // 2, 1)
+      if b in tried:
+        break
+    elif len(ok) >= 2:  # linear prediction from the two largest that fit, capped at 8x
+      (b1, b2), (m1, m2) = ok[-2:], (tried[ok[-2]].memory_bytes, tried[ok[-1]].memory_bytes)
+      slope = max((m2 - m1) / (b2 - b1), 1.0)
+      b = int(min(b2 + (kind.hbm_bytes - m2) // slope, 8 * b2))
+      b = max(b, b2 + 1)
+    else:
+      b = 2 * b
   return lo, tried.get(lo), tried
+
+
+def estimate_fit(r: Compiled) -> int:
+  """The largest per-chip batch estimated from one compile, taking the state (arguments and
+  outputs, the donated part once) as fixed and the temporaries as proportional to the batch."""
+  fixed = r.argument_bytes + r.output_bytes - r.alias_bytes
+  per_sample = r.temp_bytes / r.per_chip_batch
+  return max(int((r.chip.hbm_bytes - fixed) // per_sample), 0) if per_sample else 0
 
 
 def _gib(n: float) -> str:

@@ -57,6 +57,25 @@ def _discriminate(d_nets, d_params, d_state, images, condition):
   return logits, feats, d_state
 
 
+def make_blur(blur_config, mesh):
+  """(key, degrade input of a global batch) -> (blurry, sharp), as the step synthesises them.
+
+  Each device blurs its own samples (jax.shard_map: no communication; left to the SPMD
+  partitioner, the per-sample draws were all-gathered), and sample i's blur comes from key i of
+  the global batch, so it does not depend on the mesh. FFT or direct convolution and how PSFs are
+  splatted follow the platform of the mesh's devices (the target, also when compiling for a TPU
+  on a CPU host)."""
+  platform = mesh.devices.flat[0].platform
+  per_shard = parallel.per_shard(
+      lambda keys, x: degrade.degrade(keys, x, blur_config, platform)[:2], mesh, 2)
+
+  def blur(key, x):
+    size = jax.tree.leaves(x)[0].shape[0]
+    return per_shard(jax.random.key_data(degrade.per_sample_keys(key, size)), x)
+
+  return blur
+
+
 def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
   """(state, batch, vgg_params) -> (state, metrics). batch: {"image": uint8 [B, H, W, 3]} or a
   clip batch {"frames": uint8 [B, T, H, W, 3], ...} for the averaging protocols."""
@@ -107,16 +126,7 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
       out = {"d_loss": d_loss, **terms}
     return d_params, d_state, d_opt, out
 
-  platform = mesh.devices.flat[0].platform  # the blur's FFT/direct and splat choices follow it
-  blur_per_shard = parallel.per_shard(
-      lambda keys, x: degrade.degrade(keys, x, config.blur, platform)[:2], mesh, 2)
-
-  def blur(key, x):
-    """(blurry, sharp): each device blurs its own samples; sample i's blur comes from key i of
-    the global batch, so it does not depend on the mesh."""
-    size = jax.tree.leaves(x)[0].shape[0]
-    keys = jax.random.key_data(degrade.per_sample_keys(key, size))
-    return blur_per_shard(keys, x)
+  blur = make_blur(config.blur, mesh)
 
   def step_fn(state, batch, vgg_params):
     k_blur, k_drop, k_gp = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
