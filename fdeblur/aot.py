@@ -125,7 +125,7 @@ def abstract_batch(config, global_batch: int, mesh) -> dict:
   sharding = parallel.data_sharding(mesh)
   size = config.dataset.image_size
   spec = {"image": ((global_batch, size, size, 3), np.uint8)}
-  length = int(config.dataset.get("clip_length", 1))
+  length = int(config.dataset.clip_length)
   if length > 1:
     spec["frames"] = ((global_batch, length, size, size, 3), np.uint8)
     spec["box"] = ((global_batch, length, 4), np.float32)
@@ -172,10 +172,7 @@ class Compiled:
 def setup_for(config, mesh):
   """train.Setup built abstractly (no device is touched): the step training compiles."""
   from fdeblur import train  # noqa: PLC0415  (train imports the input pipeline)
-  config = config.copy_and_resolve_references()
-  if config.model.get("hourglass_checkpoint"):
-    config.model.hourglass_checkpoint = ""  # only shapes are needed: nothing is read
-  return train.Setup(config, mesh, abstract=True)
+  return train.Setup(config, mesh, abstract=True)  # reads no pretrained weights
 
 
 def abstract_state(setup):
@@ -186,7 +183,7 @@ def abstract_state(setup):
 
 def compile_step(config, devices, global_batch: int, keep_hlo: bool = False) -> Compiled:
   """Lowers and compiles the train step of `config` for `devices` at a global batch."""
-  mesh = parallel.make_mesh(config.get("mesh_shape", ()), devices=np.asarray(devices))
+  mesh = parallel.make_mesh(config.mesh_shape, devices=np.asarray(devices))
   if global_batch % mesh.size:
     raise ValueError(f"global batch {global_batch} is not divisible by the {mesh.size} chips")
   setup = setup_for(config, mesh)
@@ -226,7 +223,7 @@ def compile_blur(config, devices, global_batch: int, method: str = "") -> Compil
   its share of the step's FLOPs and bytes. method: "fft" or "direct" forces how kernels are
   applied (else config.blur.fft_min_kernel_size, 0 = by platform)."""
   from fdeblur import objectives  # noqa: PLC0415
-  mesh = parallel.make_mesh(config.get("mesh_shape", ()), devices=np.asarray(devices))
+  mesh = parallel.make_mesh(config.mesh_shape, devices=np.asarray(devices))
   blur_config = config.blur.copy_and_resolve_references()
   if method:
     blur_config.fft_min_kernel_size = {"fft": 1, "direct": 1 << 30}[method]
