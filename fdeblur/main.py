@@ -4,6 +4,9 @@
   --mode=evaluate  evaluate the workdir's latest checkpoint
   --mode=evaluate --compare=DIR1,DIR2,...  evaluate the latest checkpoints of several workdirs
                    on the same test data and blur; one side-by-side report in --workdir
+  --mode=compile [--topology=v5e:4x4] [--per_chip_batch=N] [--fit]  compile the train step for a
+                   TPU topology (or the local devices) without touching a device and print
+                   its memory, FLOPs, roofline bound and collectives (fdeblur/aot.py; no workdir)
 Any config value can be overridden: --config.train.num_steps=100.
 """
 import os
@@ -16,8 +19,9 @@ from fdeblur import errors
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:variant]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"],
-                          "train: train then evaluate; evaluate: latest checkpoint only.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "compile"],
+                          "train: train then evaluate; evaluate: latest checkpoint only; "
+                          "compile: ahead-of-time compile report of the train step.")
 _COMPARE = flags.DEFINE_list(
     "compare", [], "With --mode=evaluate: workdirs whose latest checkpoints are evaluated side by "
     "side (compare.md in --workdir).")
@@ -28,7 +32,17 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Processes in a multi-
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process run.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (implied "
                                "by --coordinator_address).")
-flags.mark_flags_as_required(["config", "workdir"])
+_TOPOLOGY = flags.DEFINE_string("topology", "", "With --mode=compile: a TPU topology "
+                                "(v5e:2x2, v5e:4x4, v5p:2x2x2, v6e:16x16, ...); empty: the local "
+                                "devices.")
+_PER_CHIP_BATCH = flags.DEFINE_integer("per_chip_batch", 0, "With --mode=compile: per-chip batch "
+                                       "(0: config.train.batch_size is the global batch); the "
+                                       "start of the search with --fit.")
+_FIT = flags.DEFINE_bool("fit", False, "With --mode=compile: search the largest per-chip batch "
+                         "that fits the chip's HBM.")
+flags.mark_flags_as_required(["config"])
+flags.register_validator("workdir", lambda v: v is not None or _MODE.value == "compile",
+                         "--workdir is required (except with --mode=compile)")
 
 
 def main(argv):
@@ -67,6 +81,14 @@ def _main(argv):
 
   config = _CONFIG.value
   workdir = _WORKDIR.value
+  if _MODE.value == "compile":
+    from fdeblur import aot
+    try:
+      aot.run(config, flags.FLAGS["config"].serialize().partition("=")[2], _TOPOLOGY.value,
+              _PER_CHIP_BATCH.value, _FIT.value)
+    except ValueError as e:
+      sys.exit(f"fdeblur: {e}")
+    return
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
   if _COMPARE.value:

@@ -23,16 +23,20 @@ class Networks:
     self.params, self.model_state = params.to_pure_dict(), rest.to_pure_dict()
 
   @classmethod
-  def generator(cls, config: ml_collections.ConfigDict) -> "Networks":
+  def generator(cls, config: ml_collections.ConfigDict, abstract: bool = False) -> "Networks":
     """The generator with every training-only stream (G_s of chrysos2019); calling it runs
-    the inference path."""
-    return cls(models.create_training(config.model, nnx.Rngs(config.seed)))
+    the inference path. abstract: variables are jax.ShapeDtypeStruct (nnx.eval_shape), nothing
+    is allocated (ahead-of-time compilation, fdeblur.aot)."""
+    return cls(_build(lambda: models.create_training(config.model, nnx.Rngs(config.seed)),
+                      abstract))
 
   @classmethod
-  def discriminator(cls, config: ml_collections.ConfigDict) -> "Networks | None":
+  def discriminator(cls, config: ml_collections.ConfigDict,
+                    abstract: bool = False) -> "Networks | None":
     if not config.discriminator.name:
       return None
-    return cls(models.create_discriminator(config.discriminator, nnx.Rngs(config.seed + 1)))
+    return cls(_build(lambda: models.create_discriminator(config.discriminator,
+                                                          nnx.Rngs(config.seed + 1)), abstract))
 
   def apply(self, params, model_state, *inputs, train: bool, dropout_key=None, method=None):
     """Runs the module (or its `method`); returns (output, updated non-parameter variables)."""
@@ -46,6 +50,10 @@ class Networks:
   def apply_eval(self):
     """jit-compiled (params, model_state, images) -> output in eval mode."""
     return jax.jit(lambda p, s, x: self.apply(p, s, x, train=False)[0])
+
+
+def _build(make, abstract: bool) -> nnx.Module:
+  return nnx.eval_shape(make) if abstract else make()
 
 
 def inference_params(state):

@@ -22,11 +22,14 @@ from fdeblur.models import vgg
 OBJECTIVES = ("supervised", "gan", "chrysos2019")
 
 
-def perceptual_params(config: ml_collections.ConfigDict):
-  """VGG19 weights for the perceptual loss, or None when the config does not use it."""
+def perceptual_params(config: ml_collections.ConfigDict, abstract: bool = False):
+  """VGG19 weights for the perceptual loss, or None when the config does not use it.
+  abstract: their shapes only (jax.ShapeDtypeStruct; no file is read, nothing allocated)."""
   if config.loss.perceptual_weight <= 0:
     return None
   layer = config.perceptual.layer
+  if abstract:
+    return jax.eval_shape(lambda: vgg.random_params(jax.random.PRNGKey(0), layer))
   if config.perceptual.weights == "random":
     logging.warning("config.perceptual.weights='random': the perceptual loss uses RANDOM VGG19 "
                     "weights. This is for tests only; name a VGG19 weights file for real runs.")
@@ -52,6 +55,25 @@ def _discriminate(d_nets, d_params, d_state, images, condition):
   out, d_state = d_nets.apply(d_params, d_state, *args, train=True)
   logits, feats = out if isinstance(out, tuple) else (out, None)
   return logits, feats, d_state
+
+
+def make_blur(blur_config, mesh):
+  """(key, degrade input of a global batch) -> (blurry, sharp), as the step synthesises them.
+
+  Each device blurs its own samples (jax.shard_map: no communication; left to the SPMD
+  partitioner, the per-sample draws were all-gathered), and sample i's blur comes from key i of
+  the global batch, so it does not depend on the mesh. FFT or direct convolution and how PSFs are
+  splatted follow the platform of the mesh's devices (the target, also when compiling for a TPU
+  on a CPU host)."""
+  platform = mesh.devices.flat[0].platform
+  per_shard = parallel.per_shard(
+      lambda keys, x: degrade.degrade(keys, x, blur_config, platform)[:2], mesh, 2)
+
+  def blur(key, x):
+    size = jax.tree.leaves(x)[0].shape[0]
+    return per_shard(jax.random.key_data(degrade.per_sample_keys(key, size)), x)
+
+  return blur
 
 
 def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
@@ -104,9 +126,11 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
       out = {"d_loss": d_loss, **terms}
     return d_params, d_state, d_opt, out
 
+  blur = make_blur(config.blur, mesh)
+
   def step_fn(state, batch, vgg_params):
     k_blur, k_drop, k_gp = jax.random.split(jax.random.fold_in(state.rng, state.step), 3)
-    blurry, sharp, _ = degrade.degrade(k_blur, degrade_input(batch), config.blur)
+    blurry, sharp = blur(k_blur, degrade_input(batch))
 
     def g_forward(params):
       if objective == "chrysos2019":

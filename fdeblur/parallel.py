@@ -31,6 +31,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def per_shard(fn, mesh: Mesh, num_args: int):
+  """`fn` run on each device's slice of the batch, with no communication (jax.shard_map): the
+  leading axis of each of its `num_args` arguments and of its outputs is split over all mesh
+  axes. For per-sample work (the blur synthesis) that the SPMD partitioner would otherwise
+  partition on its own, with all-gathers."""
+  spec = P(mesh.axis_names)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(spec,) * num_args, out_specs=spec,
+                       check_vma=False)
+
+
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of a global batch; the batch must split evenly over devices."""
   if global_batch_size % mesh.size:

@@ -78,22 +78,31 @@ def _path_str(path) -> str:
 class Trainable:
   """The networks of a config and their optimisers; `init_state()` is a fresh TrainState."""
 
-  def __init__(self, config: ml_collections.ConfigDict, g_tx=None):
-    self.config = config
-    self.g = networks.Networks.generator(config)
-    self.d = networks.Networks.discriminator(config)
+  def __init__(self, config: ml_collections.ConfigDict, g_tx=None, abstract: bool = False):
+    """abstract: the networks' variables and `init_state()` are jax.ShapeDtypeStruct trees
+    (nnx.eval_shape / jax.eval_shape): nothing is allocated, no pretrained weights are read."""
+    self.config, self.abstract = config, abstract
+    self.g = networks.Networks.generator(config, abstract)
+    self.d = networks.Networks.discriminator(config, abstract)
     self.g_tx = g_tx or make_optimizer(config.train, models.frozen_prefixes(config.model))
     self.d_tx = make_optimizer(config.train) if self.d else None
 
   def init_state(self) -> TrainState:
     g, d = self.g, self.d
-    params, model_state = models.load_pretrained(self.config.model, g.params, g.model_state)
+    params, model_state = g.params, g.model_state
+    if not self.abstract:  # only shapes matter for an abstract state
+      params, model_state = models.load_pretrained(self.config.model, params, model_state)
+    d_vars = (d.params, d.model_state) if d else ({}, {})
+    build = jax.eval_shape if self.abstract else (lambda f, *args: f(*args))
+    return build(self._initial_state, params, model_state, *d_vars)
+
+  def _initial_state(self, params, model_state, d_params, d_state) -> TrainState:
     ema = params if self.config.train.ema_decay > 0 else {}
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
         opt_state=self.g_tx.init(params), ema_params=jax.tree.map(jnp.copy, ema),
-        rng=jax.random.PRNGKey(self.config.seed), d_params=d.params if d else {},
-        d_state=d.model_state if d else {}, d_opt_state=self.d_tx.init(d.params) if d else {})
+        rng=jax.random.PRNGKey(self.config.seed), d_params=d_params, d_state=d_state,
+        d_opt_state=self.d_tx.init(d_params) if self.d else {})
 
 
 def state_to_checkpoint(state: TrainState) -> dict:

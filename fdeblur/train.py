@@ -20,17 +20,27 @@ class Setup(state_lib.Trainable):
   """Everything a config trains (networks, optimisers: `state.Trainable`), the compiled step on
   `mesh` and the VGG weights of the perceptual loss."""
 
-  def __init__(self, config, mesh, g_tx=None):
-    super().__init__(config, g_tx)
+  def __init__(self, config, mesh, g_tx=None, abstract: bool = False):
+    """abstract: networks, VGG weights and `init_state()` are jax.ShapeDtypeStruct trees and
+    nothing touches a device, so the step can be lowered for devices this process cannot hold
+    data on (a TPU topology compiled on a CPU host: fdeblur.aot)."""
+    super().__init__(config, g_tx, abstract)
     self.mesh = mesh
-    self.vgg = objectives.perceptual_params(config)
+    self.vgg = objectives.perceptual_params(config, abstract)
     if self.vgg is not None:
-      self.vgg = jax.device_put(self.vgg, parallel.replicated(mesh))
+      self.vgg = jax.tree.map(_placer(parallel.replicated(mesh), abstract), self.vgg)
     self._step = objectives.make_step(config, self.g, self.d, self.g_tx, self.d_tx, mesh)
 
   def step(self, state, batch):
     """One training step on a global batch dict ({"image": ...} or a clip batch)."""
     return self._step(state, batch, self.vgg)
+
+
+def _placer(sharding, abstract: bool):
+  """x -> x on `sharding`: a jax.ShapeDtypeStruct carrying it when abstract, else device_put."""
+  if abstract:
+    return lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+  return lambda x: jax.device_put(x, sharding)
 
 
 def _preemption_service() -> bool:

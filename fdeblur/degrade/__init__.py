@@ -79,7 +79,7 @@ def _vla_bounds(cfg, num_frames):
   return l_min, min(l_max, longest)
 
 
-def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
+def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict, platform: str | None = None):
   """Blurs a batch on the device. Returns (blurry, sharp, info), images [B, H, W, C] in [0, 1].
 
   batch: sharp images [B, H, W, C] (float in [0, 1], or uint8), or a dict with "frames"
@@ -88,17 +88,19 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict):
     [B, T, P, 2] (x, y), and "flow" [B, T - 1] motion in pixels between consecutive frames.
   key: one key for the batch (split per sample) or [B] per-sample keys, typed or raw uint32.
   cfg: `config.blur`.
+  platform: the platform the program is compiled for ("cpu", "gpu", "tpu"; default: JAX's
+    default backend): picks FFT or direct convolution and how PSFs are splatted.
   info: "kernel" [B, K, K] (a delta for averaging samples), "protocol" [B] (index into
     kernels.PROTOCOLS), "length" [B] frames averaged (1 for kernel samples).
 
   The work is one jit-compiled function (cached per config and shapes), so eager callers compile
   once; inside a caller's jit it is inlined.
   """
-  return _degrade_jit(key, batch, kernels.frozen(cfg))
+  return _degrade_jit(key, batch, kernels.frozen(cfg), platform)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _degrade_jit(key, batch, cfg):
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _degrade_jit(key, batch, cfg, platform):
   clips = isinstance(batch, Mapping)
   boxes = flow = frames = None
   if clips:
@@ -135,11 +137,11 @@ def _degrade_jit(key, batch, cfg):
   proto = kernels.protocol_from_uniform(u[:, 0], probs)
 
   if probs[:3].sum() > 0:
-    ker = kernels.kernels_for(k_kernel, proto, cfg)
+    ker = kernels.kernels_for(k_kernel, proto, cfg, platform)
     linear = cfg.kernels_in_linear_light
     src = averaging.inverse_response(sharp, kind, gamma) if linear else sharp
     blurry = apply.convolve(src, ker, fft_min_kernel_size=int(cfg.fft_min_kernel_size),
-                      border=cfg.border)
+                            border=cfg.border, platform=platform)
     if linear:
       blurry = averaging.response(blurry, kind, gamma)
   else:

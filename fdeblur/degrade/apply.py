@@ -67,16 +67,19 @@ def convolve_fft(images: jax.Array, kernels: jax.Array, border: str = "reflect")
   return full[:, 2 * pad:2 * pad + h, 2 * pad:2 * pad + w].astype(images.dtype)
 
 
-def fft_threshold(value: int = 0) -> int:
-  """The FFT threshold: `value` if positive, else the backend's default."""
+def fft_threshold(value: int = 0, platform: str | None = None) -> int:
+  """The FFT threshold: `value` if positive, else the default of `platform` (the one the
+  program is compiled for; default: JAX's default backend)."""
   if value and value > 0:
     return int(value)
-  return FFT_MIN_KERNEL_SIZE.get(jax.default_backend(), 21)
+  return FFT_MIN_KERNEL_SIZE.get(platform or jax.default_backend(), 21)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "fft_min_kernel_size", "border"))
+@functools.partial(jax.jit, static_argnames=("method", "fft_min_kernel_size", "border",
+                                             "platform"))
 def convolve(images: jax.Array, kernels: jax.Array, *, method: str = "auto",
-             fft_min_kernel_size: int = 0, border: str = "reflect") -> jax.Array:
+             fft_min_kernel_size: int = 0, border: str = "reflect",
+             platform: str | None = None) -> jax.Array:
   """True 2-D convolution of each image with its own kernel, size preserved.
 
   images: [B, H, W, C]; kernels: [B, K, K], K odd. method "auto" picks the FFT when
@@ -87,7 +90,7 @@ def convolve(images: jax.Array, kernels: jax.Array, *, method: str = "auto",
   if ksize % 2 != 1 or kernels.shape[-2] != ksize:
     raise ValueError(f"kernels must be square with an odd size, got {kernels.shape[1:]}")
   if method == "auto":
-    method = "fft" if ksize >= fft_threshold(fft_min_kernel_size) else "direct"
+    method = "fft" if ksize >= fft_threshold(fft_min_kernel_size, platform) else "direct"
   if method == "fft":
     return convolve_fft(images, kernels, border)
   if method == "direct":

@@ -65,7 +65,7 @@ def splat(points: jax.Array, weights: jax.Array, kernel_size: int,
   deterministic); "auto": scatter on CPU, matmul elsewhere. Both give the same PSF.
   """
   if method == "auto":
-    method = "scatter" if jax.default_backend() == "cpu" else "matmul"
+    method = splat_method()
   if method == "matmul":
     g = _grid(kernel_size)
     wx = jnp.maximum(0.0, 1.0 - jnp.abs(g[None, None, :] - points[..., 0:1]))  # [B, M, K]
@@ -96,9 +96,15 @@ def splat(points: jax.Array, weights: jax.Array, kernel_size: int,
   return k / jnp.maximum(k.sum(axis=(1, 2), keepdims=True), 1e-12)
 
 
-@functools.partial(jax.jit, static_argnames=("kernel_size", "num_points"))
+def splat_method(platform: str | None = None) -> str:
+  """`splat`'s method for a platform (default: JAX's default backend): scatter on CPU, matmul
+  on accelerators."""
+  return "scatter" if (platform or jax.default_backend()) == "cpu" else "matmul"
+
+
+@functools.partial(jax.jit, static_argnames=("kernel_size", "num_points", "method"))
 def motion_kernels(length: jax.Array, angle_deg: jax.Array, kernel_size: int,
-                   num_points: int | None = None) -> jax.Array:
+                   num_points: int | None = None, method: str = "auto") -> jax.Array:
   """Anti-aliased linear motion: a uniformly exposed segment of `length` pixels at `angle_deg`.
 
   The segment is sampled densely (sub-pixel) and splatted bilinearly, so fractional lengths and any
@@ -109,7 +115,7 @@ def motion_kernels(length: jax.Array, angle_deg: jax.Array, kernel_size: int,
   theta = jnp.deg2rad(angle_deg)
   d = jnp.stack([jnp.cos(theta), -jnp.sin(theta)], axis=-1)  # image y axis points down
   pts = length[:, None, None] * t[None, :, None] * d[:, None, :]
-  return splat(pts, jnp.ones(pts.shape[:2]), kernel_size)
+  return splat(pts, jnp.ones(pts.shape[:2]), kernel_size, method)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,14 +271,14 @@ def centre_paths(paths: jax.Array, weights: jax.Array, centre: str = "exposure")
 
 
 def trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
-                       kernel_size: int | None = None):
+                       kernel_size: int | None = None, method: str = "auto"):
   """See `_trajectory_kernels` (jit-compiled per config, kernel size and batch size)."""
-  return _trajectory_kernels(draws, frozen(cfg), kernel_size)
+  return _trajectory_kernels(draws, frozen(cfg), kernel_size, method)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
-                        kernel_size: int | None = None):
+                        kernel_size: int | None = None, method: str = "auto"):
   """PSFs [B, K, K] of the drawn trajectories at each sample's exposure fraction.
   Returns (kernels, paths [B, N, 2] centred, fraction [B])."""
   kernel_size = kernel_size or trajectory_support(cfg)
@@ -281,13 +287,13 @@ def _trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
   fraction = fractions[draws["fraction_index"]]
   w = exposure_weights(fraction, paths.shape[1])
   centred = centre_paths(paths, w, cfg.trajectory_center)
-  return splat(centred, w, kernel_size), centred, fraction
+  return splat(centred, w, kernel_size, method), centred, fraction
 
 
 def random_trajectory_kernels(keys: jax.Array, cfg: ml_collections.ConfigDict,
-                              kernel_size: int | None = None) -> jax.Array:
-  """keys: [B] -> [B, K, K] random camera-shake PSFs."""
-  return trajectory_kernels(trajectory_draws(keys, cfg), cfg, kernel_size)[0]
+                              kernel_size: int | None = None, method: str = "auto") -> jax.Array:
+  """keys: [B] -> [B, K, K] random camera-shake PSFs (`method`: splat's)."""
+  return trajectory_kernels(trajectory_draws(keys, cfg), cfg, kernel_size, method)[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -311,10 +317,13 @@ def kernel_probs(cfg: ml_collections.ConfigDict) -> np.ndarray:
                   np.float64)
 
 
-def kernels_for(keys: jax.Array, proto: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+def kernels_for(keys: jax.Array, proto: jax.Array, cfg: ml_collections.ConfigDict,
+                platform: str | None = None) -> jax.Array:
   """The kernel of family `proto` [B] (0 gaussian, 1 motion, 2 trajectory; anything else gets a
   delta) for each sample's key. [B, K, K] with K = kernel_support(cfg). Families whose
-  probability is 0 are not computed."""
+  probability is 0 are not computed. platform: the one the program is compiled for (default:
+  JAX's default backend); it picks how PSFs are splatted (`splat_method`)."""
+  method = splat_method(platform)
   size = kernel_support(cfg)
   ksize = int(cfg.kernel_size)
   probs = kernel_probs(cfg)
@@ -332,10 +341,10 @@ def kernels_for(keys: jax.Array, proto: jax.Array, cfg: ml_collections.ConfigDic
     out = jnp.where((proto == 0)[:, None, None], _embed(g, size), out)
   if probs[1] > 0:
     length = jnp.minimum(_between(u[:, 4], cfg.motion_length), float(ksize - 1))
-    m = motion_kernels(length, _between(u[:, 5], cfg.motion_angle), ksize)
+    m = motion_kernels(length, _between(u[:, 5], cfg.motion_angle), ksize, method=method)
     out = jnp.where((proto == 1)[:, None, None], _embed(m, size), out)
   if probs[2] > 0:
-    traj = random_trajectory_kernels(k_traj, cfg, size)
+    traj = random_trajectory_kernels(k_traj, cfg, size, method)
     out = jnp.where((proto == 2)[:, None, None], traj, out)
   return out
 
