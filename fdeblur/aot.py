@@ -39,14 +39,15 @@ class Chip:
 
 
 GiB = 1024**3
-# Per chip, from Google Cloud's TPU documentation (cloud.google.com/tpu/docs/v4, /v5e, /v5p,
-# /v6e: "Peak compute per chip (bf16)", "HBM bandwidth", "HBM2 capacity"). Matched as a substring
+# Per chip, from Google Cloud's TPU documentation (docs.cloud.google.com/tpu/docs/v4, /v5e, /v5p,
+# /v6e, checked 2026-12: "Peak compute per chip (bf16)", HBM capacity and bandwidth; capacities
+# are nominal, XLA:TPU reserves a little, e.g. 15.75 of v5e's 16). Matched as a substring
 # of jax.Device.device_kind, longest first.
 CHIPS = {
     "TPU v4": Chip("v4", 275e12, 1228e9, 32 * GiB),
     "TPU v5 lite": Chip("v5e", 197e12, 819e9, 16 * GiB),
     "TPU v5": Chip("v5p", 459e12, 2765e9, 95 * GiB),
-    "TPU v6 lite": Chip("v6e", 918e12, 1640e9, 32 * GiB),
+    "TPU v6 lite": Chip("v6e", 918e12, 1638e9, 32 * GiB),
 }
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute",
                "collective-broadcast")
