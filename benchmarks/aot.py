@@ -11,13 +11,14 @@ Needs libtpu (the test extra). These are XLA's figures for the compiled program
 compiles of the step (`fdeblur.aot.fit`); results are appended to --out as JSON lines as they
 come, so a long run can be stopped and read.
 """
-import argparse
 import dataclasses
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
 
 from benchmarks.train_step import load_config  # noqa: E402
 
@@ -75,16 +76,20 @@ HEADER = ("| config | image | slice | largest per-chip batch | memory / HBM per 
           "|---|---:|---|---:|---:|---:|---:|---|---|")
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--configs", default=",".join(PAPER), help="';'-separated NAME[:variant] "
-                 "(',' when no variant has a comma)")
-  p.add_argument("--topologies", default=",".join(TOPOLOGIES))
-  p.add_argument("--compiles", type=int, default=3, help="step compiles per search at most; 1: "
-                 "compile at --start only and estimate the largest batch (temporaries ∝ batch)")
-  p.add_argument("--start", type=int, default=4, help="first per-chip batch tried")
-  p.add_argument("--out", default="", help="append each result as a JSON line to this file")
-  args = p.parse_args(argv)
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_string("configs", ",".join(PAPER), "';'-separated NAME[:variant] (',' when no "
+                      "variant has a comma).")
+  flags.DEFINE_string("topologies", ",".join(TOPOLOGIES), "Comma-separated TPU slices.")
+  flags.DEFINE_integer("compiles", 3, "Step compiles per search at most; 1: compile at --start "
+                       "only and estimate the largest batch (temporaries ∝ batch).")
+  flags.DEFINE_integer("start", 4, "First per-chip batch tried.")
+  flags.DEFINE_string("out", "", "Append each result as a JSON line to this file.")
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   sep = ";" if ";" in args.configs else ","
   specs = [s for s in args.configs.split(sep) if s]
   print("Compiler figures (XLA:TPU via libtpu on this CPU host), not measured runs.")
@@ -105,4 +110,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)
