@@ -205,7 +205,8 @@ class ConvTranspose(nnx.ConvTranspose):
 
   def __call__(self, inputs):
     plain = (self.subpixel and len(self.kernel_size) == 2 and inputs.ndim == 4
-             and self.mask is None and not self.transpose_kernel and self.kernel_dilation in (None, 1, (1, 1))
+             and self.mask is None and not self.transpose_kernel
+             and self.kernel_dilation in (None, 1, (1, 1))
              and (self.padding in ("SAME", "VALID") or not isinstance(self.padding, str)))
     if not plain:
       return super().__call__(inputs)
