@@ -1,7 +1,7 @@
 """Deblurring real, held-out portrait photographs with the real deblur command.
 
-    python benchmarks/real_photos.py [--checkpoints default,workdirs/quickstart] [--sizes 100,400]
-                                     [--deblur_args "--detector=hog"] [--save DIR]
+    python -m benchmarks.real_photos [--checkpoints=default,workdirs/quickstart] [--sizes=100,400]
+        [--deblur_args="--scale=native" --deblur_args="--scale=squeeze" ...] [--save=DIR]
 
 The held-out photographs (never used for training; sources in benchmarks/heldout/README.md):
 face_recognition 1.3.0's Obama and Biden photos (kept in benchmarks/heldout/, public domain)
@@ -29,7 +29,6 @@ finds a face centred in the box). Rows: the blurred input, OpenCV unsharp maskin
 through every checkpoint: a model must not harm a sharp face (PSNR loss <= 0.5 dB).
 Prints one markdown table per face size.
 """
-import argparse
 import json
 import os
 import shlex
@@ -40,6 +39,7 @@ import time
 
 import cv2
 import numpy as np
+from absl import app, flags
 from scipy import signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -258,14 +258,6 @@ def region_quality(images, sharp, boxes) -> tuple[np.ndarray, np.ndarray]:
   return np.array(psnr), np.array(ssim)
 
 
-def face_rows_fn():
-  try:
-    from fdeblur.face_analysis import face_rows  # pylint: disable=import-outside-toplevel
-  except ImportError:  # before the evaluate.py split
-    from fdeblur.evaluate import _face_rows as face_rows  # pylint: disable=import-outside-toplevel
-  return face_rows
-
-
 def face_analysis(sharp, boxes):
   """The evaluation's dlib analysis (68 points and embedding in the ground-truth box, HOG
   detection centred in it) set up for these images and boxes; None without the [faces] extra."""
@@ -274,10 +266,7 @@ def face_analysis(sharp, boxes):
     print(f"(no landmark/identity/detection columns: {faces.INSTALL_HINT})")
     return None
   import ml_collections  # pylint: disable=import-outside-toplevel
-  try:
-    from fdeblur.face_analysis import FaceAnalysis  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    from fdeblur.evaluate import FaceAnalysis  # pylint: disable=import-outside-toplevel
+  from fdeblur.face_analysis import FaceAnalysis  # pylint: disable=import-outside-toplevel
   config = ml_collections.ConfigDict({"eval": {"detector": "hog"}, "dataset": {"margin": 1.6}})
   return FaceAnalysis(config, {"image": sharp, "box": np.asarray(boxes, np.float64)})
 
@@ -297,7 +286,8 @@ class Scorer:
     row = {"psnr": float(psnr.mean()), "ssim": float(ssim.mean()), "psnr_per_face": psnr.tolist()}
     if self.analysis is not None:
       an = self.analysis.analyse(images.astype(np.float32) / 255)
-      summary, _, _ = face_rows_fn()(an, self.gt, self.sharp_an["embedding"])
+      from fdeblur.face_analysis import face_rows  # pylint: disable=import-outside-toplevel
+      summary, _, _ = face_rows(an, self.gt, self.sharp_an["embedding"])
       row.update(summary)
       row["detection_rate"] = 1.0 - summary["detection_failure"]
     return row
@@ -365,7 +355,7 @@ def read_outputs(paths, inputs, outputs) -> tuple[np.ndarray, int]:
 
 
 def table(face: int, data: dict, rows: list[tuple[str, dict]], with_faces: bool) -> list[str]:
-  from fdeblur.evaluate import _fmt  # pylint: disable=import-outside-toplevel
+  from fdeblur.report import _fmt  # pylint: disable=import-outside-toplevel
   n = len(data["name"])
   blurred_psnr = next(r for label, r in rows if label == "blurred input")["psnr_per_face"]
   lines = [f"### {n} held-out faces of {face} px in {data['sharp'].shape[1]} px images "
@@ -390,20 +380,24 @@ def table(face: int, data: dict, rows: list[tuple[str, dict]], with_faces: bool)
   return lines
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--checkpoints", default="default",
-                      help="comma-separated training workdirs; 'default' = the shipped model "
-                      "(the deblur command without --checkpoint)")
-  parser.add_argument("--sizes", default="100,400", help="face sizes (px), comma-separated")
-  parser.add_argument("--deblur_args", action="append", default=[],
-                      help="extra flags for the deblur command (quoted string); repeat to "
-                      "compare settings: every checkpoint runs once per --deblur_args")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--no_faces", action="store_true", help="PSNR/SSIM only (no dlib)")
-  parser.add_argument("--save", default="", help="folder to keep the images and outputs in")
-  parser.add_argument("--json", default="", help="write every number to this file")
-  args = parser.parse_args(argv)
+def define_flags():
+  """The benchmark's flags (defined when it runs as a program, so importing it defines none)."""
+  flags.DEFINE_string("checkpoints", "default", "Comma-separated training workdirs; 'default' = "
+                      "the shipped model (the deblur command without --checkpoint).")
+  flags.DEFINE_string("sizes", "100,400", "Face sizes (px, side of the face box), comma-separated.")
+  flags.DEFINE_multi_string("deblur_args", [], "Extra flags for the deblur command (one quoted "
+                            "string); repeat to compare settings: every checkpoint runs once per "
+                            "--deblur_args.")
+  flags.DEFINE_integer("seed", 0, "Blur and noise seed.")
+  flags.DEFINE_bool("no_faces", False, "PSNR/SSIM only (no dlib).")
+  flags.DEFINE_string("save", "", "Folder to keep the images and outputs in (default: a "
+                      "temporary folder).")
+  flags.DEFINE_string("json", "", "Write every number to this file.")
+
+
+def main(argv) -> int:
+  del argv
+  args = flags.FLAGS
   sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
   checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
   settings = args.deblur_args or [""]
@@ -422,7 +416,7 @@ def main(argv=None) -> int:
     write_set(os.path.join(work, "inputs", f"sharp_{face}px"), data["name"], data["sharp"])
   runs = {}
   for ckpt in checkpoints:
-    for k, setting in enumerate(settings):
+    for setting in settings:
       label = ckpt if not setting else f"{ckpt} {setting}"
       out = os.path.join(work, "outputs", f"{len(runs):02d}")
       runs[label] = run_deblur(ckpt, folders, out, shlex.split(setting))
@@ -459,4 +453,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  app.run(main)
