@@ -38,6 +38,9 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.dataset.eval_max_examples = 0  # evenly spaced subset of the test split (0 = all; clips: 64)
   c.dataset.clip_length = 1  # > 1: clips of T consecutive frames (video datasets)
   c.dataset.clip_stride = 1  # every clip_stride-th frame of a run
+  # Face box side (px) in the training images, for the deblur command's --scale=train; 0 = the
+  # face crops' image_size / margin. Set it for models trained on patches of whole photographs.
+  c.dataset.face_size = 0.0
   # Train-time augmentation, identical for all frames of a clip (input_pipeline.pipeline.Augment).
   c.dataset.flip = True
   c.dataset.scale_jitter = 0.05

@@ -2,8 +2,8 @@
 
   python -m fdeblur.deblur --checkpoint=WORKDIR --out=DIR INPUT... [--faces_only]
 
-Every face is detected, cropped as the training data was (a square of `margin` x the detector
-box, resized to config.dataset.image_size), deblurred in batches on the device and pasted back
+Every face is detected, cropped (a square of `margin` x the detector box) at the scale where its
+face has the size the model was trained on (`--scale`), deblurred in batches on the device and pasted back
 with a feathered mask (by default only the model's change is added back, so a face larger than
 the model's resolution keeps its detail; `--paste=replace` blends the crop itself); the rest of
 the picture is left untouched. Inputs are image files, video
@@ -117,13 +117,34 @@ def plan(inputs, out_dir: str, faces_only: bool = False,
   return jobs, skipped
 
 
+SCALES = ("train", "native", "squeeze")
+# Input sides each generator accepts (its total stride); crops outside "squeeze" are rounded to it.
+SIZE_MULTIPLE = {"deblurgan": 4, "identity_gan": 256}
+DEFAULT_MULTIPLE = 32
+
+
+def training_face_size(config, margin: float) -> float:
+  """Side (px) of the detector's face box in the model's training data: config.dataset.face_size
+  where the config sets it (models trained on patches of photos at their own resolution), else
+  image_size / margin (models trained on face crops of margin x the face box)."""
+  size = float(config.dataset.face_size)
+  return size if size > 0 else float(config.dataset.image_size) / margin
+
+
 class Deblurrer:
-  """A checkpoint's generator and the crop geometry of its dataset."""
+  """A checkpoint's generator and the crop geometry of its dataset.
+
+  `scale`: at what scale each face is deblurred. "train": the crop (margin x the face box) is
+  resized so the face has its size in the training data (`face_size`, default
+  training_face_size), where the blur in pixels is what the model learnt (the generators are
+  fully convolutional: the crop is margin x face_size pixels, not necessarily the training
+  image size); "native": the crop at the photo's own resolution; "squeeze": the crop resized to
+  config.dataset.image_size. The model's change is warped back to the photo either way."""
 
   def __init__(self, checkpoint: str, config_path: str = "", detector: str = "haar",
                margin: float = 0.0, feather: float = 0.15, batch_size: int = 0,
                paste: str = "residual", min_confidence: float | None = None,
-               face_check: bool = True):
+               face_check: bool = True, scale: str = "train", face_size: float = 0.0):
     # pylint: disable=import-outside-toplevel  (--help and usage errors do not import JAX)
     from fdeblur import inference, state
     check_checkpoint(checkpoint)
@@ -139,6 +160,10 @@ class Deblurrer:
     self.detector, self.feather, self.paste_mode = detector, feather, paste
     self.min_confidence, self.face_check = min_confidence, face_check
     self.rejected = []  # (box, reason) of the face candidates the checks rejected
+    if scale not in SCALES:
+      raise UsageError(f"--scale {scale!r}: one of {', '.join(SCALES)}")
+    self.scale = scale
+    self.face_size = face_size or training_face_size(self.config, self.margin)
     if detector != "haar":
       from fdeblur import faces  # pylint: disable=import-outside-toplevel
       faces.load()  # fail now with the install hint
@@ -157,16 +182,28 @@ class Deblurrer:
         best = max(previous, key=lambda b: faces_crop_iou(b, box))
         if faces_crop_iou(best, box) > 0.3:
           box = tuple(smoothing * np.asarray(best) + (1 - smoothing) * np.asarray(box))
-      crop, mat = faces.crop_face(image, box, self.margin, self.size)
+      crop, mat = faces.crop_face(image, box, self.margin, self.crop_size(box))
       out.append((box, conf, crop, mat))
     return out
 
+  def crop_size(self, box) -> int:
+    """Side (px) of the model's input for a face box (x, y, w, h); see the class docstring."""
+    if self.scale == "squeeze":
+      return self.size
+    face = max(box[2], box[3]) if self.scale == "native" else self.face_size
+    multiple = SIZE_MULTIPLE.get(self.config.model.name, DEFAULT_MULTIPLE)
+    return max(multiple, int(round(self.margin * face / multiple)) * multiple)
+
   def run(self, crops_u8: list) -> list:
-    """Deblurs uint8 crops (any number) in device batches; float [0, 1] outputs."""
-    if not crops_u8:
-      return []
-    x = np.stack(crops_u8).astype(np.float32) / 255.0
-    return list(np.clip(self.predict(x), 0.0, 1.0))
+    """Deblurs uint8 crops (any number; crops of one size share device batches); float [0, 1]
+    outputs in the input order."""
+    outs = [None] * len(crops_u8)
+    for shape in sorted({c.shape for c in crops_u8}):
+      idx = [i for i, c in enumerate(crops_u8) if c.shape == shape]
+      x = np.stack([crops_u8[i] for i in idx]).astype(np.float32) / 255.0
+      for i, out in zip(idx, np.clip(self.predict(x), 0.0, 1.0)):
+        outs[i] = out
+    return outs
 
   def paste(self, image, faces_found, outputs):
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
@@ -391,6 +428,13 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                     "change to the original pixels (keeps the detail of faces larger than the "
                     "model's resolution); replace: blend the deblurred crop itself.",
                     flag_values=fv)
+  flags.DEFINE_enum("scale", "train", list(SCALES), "train: each face resized to the model's "
+                    "training face size (its blur then has the size the model learnt); native: "
+                    "the photo's own resolution; squeeze: the crop resized to the training image "
+                    "size.", flag_values=fv)
+  flags.DEFINE_float("face_size", 0.0, "With --scale=train: the face size (px, detector box) to "
+                     "deblur at (0: the model's, config.dataset.face_size or image_size / margin).",
+                     flag_values=fv)
   flags.DEFINE_float("smooth", 0.5, "Video: weight of the previous frame's face box (0 = none).",
                      flag_values=fv)
   flags.DEFINE_integer("batch_size", 0, "Faces per device batch (0: config.eval.batch_size).",
@@ -438,7 +482,8 @@ def main(argv=None) -> int:
     check_checkpoint(args.checkpoint)
     created = errors.ensure_writable_dir(args.out, "--out")
     d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
-                  args.batch_size, args.paste, args.min_confidence, args.face_check)
+                  args.batch_size, args.paste, args.min_confidence, args.face_check,
+                  args.scale, args.face_size)
   except (errors.UserError, ImportError) as e:
     if created:
       _remove_empty(args.out)

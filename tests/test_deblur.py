@@ -125,3 +125,43 @@ def test_flags_are_absl_flags_with_clear_errors(capsys):
   assert "pastee" in capsys.readouterr().err
   assert deblur.main(["--checkpoint=w", "--out=x", "--paste=glue", "a.png"]) == 2
   assert "residual" in capsys.readouterr().err  # the enum's choices are named
+
+
+def test_scales_set_the_crop_size_and_mixed_sizes_run_apart(workdir, tmp_path):
+  # quickstart:tiny: 32 px crops of margin 1.6 x the face box -> its faces are 20 px.
+  d = deblur.Deblurrer(workdir)
+  assert d.scale == "train" and d.face_size == pytest.approx(32 / 1.6)
+  box = (10.0, 10.0, 100.0, 90.0)
+  assert d.crop_size(box) == 32  # the training scale of a face-crop model: its image size
+  d.scale = "native"
+  assert d.crop_size(box) == 160  # 1.6 x 100 px, a multiple of 4 (the generator's stride)
+  d.scale, d.face_size = "train", 49.0
+  assert d.crop_size(box) == 80  # 1.6 x 49 = 78.4 -> 80
+  d.scale = "squeeze"
+  assert d.crop_size((0, 0, 400, 400)) == 32
+  rng = np.random.default_rng(0)
+  crops = [rng.integers(0, 256, (n, n, 3)).astype(np.uint8) for n in (32, 48, 32)]
+  outs = d.run(crops)
+  assert [o.shape for o in outs] == [(32, 32, 3), (48, 48, 3), (32, 32, 3)]
+  np.testing.assert_allclose(d.run(crops[1:2])[0], outs[1], atol=1e-6)  # not mixed up
+  np.testing.assert_allclose(d.run(crops[2:])[0], outs[2], atol=1e-6)
+  # The command: --scale native deblurs the faces at the photo's resolution, outside untouched.
+  src = tmp_path / "in"
+  src.mkdir()
+  image = _two_faces()
+  _write(src / "two.png", image)
+  out = tmp_path / "out"
+  assert deblur.main(["--checkpoint", workdir, str(src / "two.png"), "--out", str(out), "--quiet",
+                      "--scale", "native"]) == 0
+  found = json.load(open(out / "deblur_summary.json"))["outputs"][str(out / "two.png")]["faces"]
+  result = cv2.cvtColor(cv2.imread(str(out / "two.png")), cv2.COLOR_BGR2RGB)
+  d.scale = "native"
+  region = np.zeros(image.shape[:2], bool)
+  for f in found:
+    mat = np.array(f["matrix"])
+    assert mat[0, 0] == pytest.approx(1.0, rel=0.05)  # crop pixels = photo pixels
+    region |= faces.pasted_region(image.shape, mat, d.crop_size(f["box"]), 0.15)
+  np.testing.assert_array_equal(result[~region], image[~region])
+  assert not np.array_equal(result[region], image[region])
+  with pytest.raises(deblur.UsageError, match="--scale"):
+    deblur.Deblurrer(workdir, scale="wrong")
