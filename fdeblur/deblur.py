@@ -16,7 +16,8 @@ to the 16-bit pixels) and a single channel when gray. Lossy inputs (JPEG, WebP) 
 PNG under the same name (photo.jpg -> photo.png): re-encoding a JPEG would change every pixel,
 while the PNG holds the decoded input exactly except in the face regions.
 
-Faces: the detector's confidence must reach --min_confidence and an eye must be found in the
+Faces: the detector's confidence must reach --min_confidence, and a weak detection (below
+faces.SURE_CONFIDENCE) must also show an eye in the
 box's upper part (the landmark check, --noface_check turns it off); rejected candidates are
 listed. Damaged or truncated files (any decoder warning) and face-less inputs are skipped and
 listed at the end; the exit code is 0 when at least one input succeeded, 1 when none did, and

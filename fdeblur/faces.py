@@ -139,19 +139,23 @@ def detect(image, method: str = "haar", upsample: int = 1):
 # Default confidence thresholds: haar = cascade votes (0: the cascades' own thresholds), hog =
 # dlib's SVM score, cnn = MMOD confidence.
 MIN_CONFIDENCE = {"haar": 0.0, "hog": 0.2, "cnn": 0.5}
+# At or above these the eye check is skipped: it misses the eyes of many real faces, so it only
+# decides weak detections (haar: faces_crop.SURE_VOTES; hog: real faces scored 0.48-2.3 on the
+# held-out photographs, sharp and blurred, and found nothing on `coffee`; cnn: MMOD's margin).
+SURE_CONFIDENCE = {"haar": float(faces_crop.SURE_VOTES), "hog": 0.4, "cnn": 0.8}
 
 
 def detect_checked(image, method: str = "haar", min_confidence: float | None = None,
                    check: bool = True, upsample: int = 1):
-  """Detection with a confidence threshold (None: MIN_CONFIDENCE[method]) and the landmark
-  check (an eye in the box's upper part, faces_crop.eye_check). Returns (faces [(box,
+  """Detection with a confidence threshold (None: MIN_CONFIDENCE[method]) and, below
+  SURE_CONFIDENCE[method], the landmark check (an eye in the box's upper part, eye_check). Returns (faces [(box,
   confidence)] most confident / largest first, rejected [(box, reason)])."""
   threshold = MIN_CONFIDENCE[method] if min_confidence is None else float(min_confidence)
   faces, rejected = [], []
   for box, conf in detect(image, method, upsample):
     reason = (f"low confidence ({conf:.3g} < {threshold:g}, --min_confidence)"
               if conf < threshold else None)
-    if reason is None and check:
+    if reason is None and check and conf < SURE_CONFIDENCE[method]:
       reason = faces_crop.eye_check(image, box)
     if reason is None:
       faces.append((tuple(box), conf))

@@ -313,3 +313,20 @@ def test_resume_history_keeps_one_line_per_step(tmp_path):
   kept = writers.resume_history(str(path), 4)
   assert [(e["step"], e["loss"]) for e in kept] == [(2, 0.2), (4, 9.0)]
   assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [2, 4]
+
+
+def test_real_faces_pass_the_face_check():
+  """3: the check that rejects the coffee cup must not reject real faces, sharp or motion-blurred
+  (OpenCV's eye cascade misses the eyes of these photographs: strong detections skip it)."""
+  from input_pipeline import faces_crop
+  for name in ("obama.jpg", "biden.jpg"):
+    image = cv2.imread(os.path.join(ROOT, "benchmarks", "heldout", name))[:, :, ::-1]
+    image = cv2.resize(image, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    blurred = cv2.filter2D(image, -1, np.full((1, 9), 1 / 9, np.float32))
+    for img in (image, blurred):
+      found, _ = faces.detect_checked(img, "haar")
+      assert found, name
+      found, _ = faces_crop.detect_checked(img)
+      assert found, name
+  found, rejected = faces.detect_checked(skdata.coffee(), "haar")
+  assert not found and "no eye found" in rejected[0][1]

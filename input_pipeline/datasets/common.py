@@ -74,7 +74,8 @@ class FaceConfig(tfds.core.BuilderConfig):
   min_votes: int = option(0, "Detections need at least this many cascade votes (0 = the "
                           "cascades' own thresholds).")
   face_check: str = option("eyes", "Landmark check of detections: eyes (an eye in the box's "
-                           "upper part, faces_crop.eye_check) or none.")
+                           "upper part, faces_crop.eye_check, for detections below "
+                           "faces_crop.SURE_VOTES votes) or none.")
 
 
 def config_name(image_size: int, overrides: dict) -> str:
