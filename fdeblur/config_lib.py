@@ -83,7 +83,7 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.blur.trajectory_fraction_probs = (0.25, 0.25, 0.25, 0.25)  # DeblurGAN: uniform part 0..3
   c.blur.trajectory_center = "exposure"  # or "trajectory" (the reference: whole-path box)
   # Applying kernels: direct convolution below this kernel size, FFT from it on; 0 = by backend
-  # (CPU: always FFT, XLA's grouped convolution is slow there; GPU/TPU: FFT from 21).
+  # (CPU: always FFT, XLA's grouped convolution is slow there; GPU: FFT from 21; TPU: never).
   c.blur.fft_min_kernel_size = 0
   c.blur.border = "reflect"  # reflect | symmetric | edge
   # Frame averaging over clips {"frames": [B, T, H, W, C]} (Chrysos et al. 2019).

@@ -11,9 +11,13 @@ import jax.numpy as jnp
 
 # Kernel size from which `convolve(method="auto")` uses the FFT when config.blur.fft_min_kernel_size
 # is 0 ("auto"), per backend. On CPU XLA's grouped convolution is slow and the FFT was faster for
-# every kernel size measured (7 to 65; benchmarks/degrade.py --crossover); on GPU/TPU the
-# direct depthwise convolution is a tuned primitive, so small kernels stay direct there.
-FFT_MIN_KERNEL_SIZE = {"cpu": 1, "gpu": 21, "tpu": 21}
+# every kernel size measured (7 to 65; benchmarks/degrade.py --crossover); on GPU the direct
+# depthwise convolution is a tuned primitive, so small kernels stay direct there. On TPU always
+# direct: compiled for v5e (fdeblur.aot, 8 per chip) the direct blur is 0.2 % of chrysos2017's
+# step FLOPs (K 21, 128²; FFT 0.7 %) and 1.7 GFLOP per 256² image at K 65 (< 1 % of a DeblurGAN
+# step), while TPUs run FFTs slowly and XLA:TPU took 12x longer to compile the FFT blur (467 s
+# against 38 s).
+FFT_MIN_KERNEL_SIZE = {"cpu": 1, "gpu": 21, "tpu": 1 << 30}
 BORDERS = ("reflect", "symmetric", "edge")
 
 
