@@ -175,6 +175,7 @@ def config_changes(workdir: str, config) -> str:
   now = _flat(json.loads(config.to_json_best_effort()))
   norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
   keys = sorted((k for k in set(saved) | set(now) if norm(saved.get(k)) != norm(now.get(k))),
-                key=lambda k: (not k.startswith("model."), k))  # shapes come from config.model
+                key=lambda k: (k not in saved or k not in now,  # schema changes last
+                               not k.startswith("model."), k))  # shapes come from config.model
   return ", ".join(f"{k} ({saved.get(k, 'absent')!r} there, {now.get(k, 'absent')!r} here)"
                    for k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
