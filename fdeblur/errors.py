@@ -64,17 +64,26 @@ def is_remote(path: str) -> bool:
   return "://" in str(path)
 
 
-def ensure_writable_dir(path: str, flag: str) -> bool:
+def ensure_writable_dir(path: str, flag: str, create: bool = True) -> bool:
   """Creates folder `path` if needed (True when it was created here) and checks that a file can
   be written in it; raises NotWritable naming `flag`. Checked by writing a probe file: `os.access`
-  says yes to root even where writing fails (read-only mounts, /proc). Remote paths (gs://...)
+  says yes to root even where writing fails (read-only mounts, /proc). create=False: nothing is
+  created; a missing `path` is checked in its nearest existing parent. Remote paths (gs://...)
   are left to the library that writes them."""
   if is_remote(path):
     return False
   existed = os.path.isdir(path)
+  where = path
+  if not create and not existed:
+    where = os.path.abspath(path)
+    while not os.path.exists(where):
+      where = os.path.dirname(where)
   try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".fdeblur_write_test_{os.getpid()}")
+    if create:
+      os.makedirs(path, exist_ok=True)
+    elif not os.path.isdir(where):
+      raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), where)
+    probe = os.path.join(where, f".fdeblur_write_test_{os.getpid()}")
     with open(probe, "w"):
       pass
     os.remove(probe)
@@ -82,20 +91,24 @@ def ensure_writable_dir(path: str, flag: str) -> bool:
     reason = e.strerror or errno.errorcode.get(e.errno, str(e))
     raise NotWritable(f"{flag} {path}: cannot write there ({reason}): choose another "
                       "folder") from None
-  return not existed
+  return create and not existed
 
 
 class QuietLibraries(logging.Filter):
-  """Keeps orbax's, TFDS's and XLA's chatter below `level` out of the log (and off stderr, where
-  an expected failure must be one line)."""
+  """Keeps the libraries' chatter out of the log (and off stderr, where an expected failure must
+  be one line): orbax and XLA below `level`, TFDS and etils below ERROR (their warnings are
+  about folders they probe, e.g. a dataset not built yet, which our own message covers)."""
 
-  NOISY = ("/orbax/", "/tensorflow_datasets/", "xla_bridge.py", "/etils/")
+  NOISY = ("/orbax/", "xla_bridge.py")
+  PROBING = ("/tensorflow_datasets/", "/etils/")
 
   def __init__(self, level: int = logging.WARNING):
     super().__init__()
     self.level = level
 
   def filter(self, record):
+    if any(n in record.pathname for n in self.PROBING):
+      return record.levelno >= max(self.level, logging.ERROR)
     return record.levelno >= self.level or not any(n in record.pathname for n in self.NOISY)
 
 

@@ -53,10 +53,10 @@ def main(argv):
 
 
 def check_paths(mode: str, workdir: str, compare: list[str]) -> None:
-  """Before any work: train writes into --workdir (created if missing); evaluate reads a
-  checkpoint there (nothing is created in a mistyped path) and writes its report."""
+  """Before any work (nothing is created here): train writes into --workdir (made once the
+  dataset is checked too); evaluate reads a checkpoint there and writes its report."""
   if mode == "train":
-    errors.ensure_writable_dir(workdir, "--workdir")
+    errors.ensure_writable_dir(workdir, "--workdir", create=False)
     return
   for wd in compare or [workdir]:
     if not errors.is_remote(wd) and not os.path.isdir(os.path.join(wd, "checkpoints")):
@@ -72,6 +72,10 @@ def _main(argv):
     raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   errors.quiet_library_logs()
   check_paths(_MODE.value, _WORKDIR.value, _COMPARE.value)
+  from input_pipeline import pipeline  # (imports TFDS: after the cheap checks)
+  pipeline.validate(_CONFIG.value.dataset)  # the dataset can be read or built
+  if _MODE.value == "train":
+    errors.ensure_writable_dir(_WORKDIR.value, "--workdir")  # now made
   # Imported here so that --help and flag errors do not pay for importing JAX.
   import jax
   from fdeblur import evaluate, parallel, train

@@ -81,38 +81,68 @@ def get_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 _VERIFIED = set()  # (data_dir, manual_dir) whose source was checked in this process
 
 
+def _checked(cfg: ml_collections.ConfigDict):
+  """(builder, manual_dir, reads_files) after the checks that need no work: DataError for an
+  unknown name, a missing or empty manual_dir, or a dataset that reads the user's files, is not
+  built and has no manual_dir."""
+  builder = get_builder(cfg)
+  manual_dir = cfg.manual_dir or None
+  reads_files = bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+  if reads_files and manual_dir:
+    sources.check_manual_dir(manual_dir, cfg.name)
+  if reads_files and not manual_dir and not builder.is_prepared():
+    how = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
+    raise errors.DataError(
+        f"dataset {cfg.name!r} is not built in {os.fspath(builder.data_dir)} and reads your "
+        f"files: {how[0].lower()}{how[1:]} (config.dataset.manual_dir when training)")
+  return builder, manual_dir, reads_files
+
+
+def _source_change(builder, manual_dir, reads_files) -> str | None:
+  """How the source of a prepared build differs from manual_dir (None: the same, or nothing to
+  compare)."""
+  if not (reads_files and manual_dir):
+    return None
+  key = (os.fspath(builder.data_dir), os.path.abspath(manual_dir))
+  if key in _VERIFIED:
+    return None
+  change = sources.compare(key[0], builder, manual_dir)
+  if change is None:
+    _VERIFIED.add(key)
+  return change
+
+
+def _changed_error(builder, change) -> errors.DataError:
+  return errors.DataError(
+      f"{builder.info.full_name} in {os.fspath(builder.data_dir)} {change}: rebuild it with "
+      "input_pipeline.build --overwrite (deletes that build), or choose another --data_dir")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """What `build` would refuse, checked without building (commands call it before any work)."""
+  builder, manual_dir, reads_files = _checked(cfg)
+  if builder.is_prepared():
+    change = _source_change(builder, manual_dir, reads_files)
+    if change is not None:
+      raise _changed_error(builder, change)
+
+
 def build(cfg: ml_collections.ConfigDict, overwrite: bool = False) -> tfds.core.DatasetBuilder:
   """Builds the dataset if it is not on disk yet and returns its builder. The build records its
   source (build_source.json: builder version and config, the manual folder and its files with
   sizes and mtimes); a later call with a manual_dir whose files differ raises DataError, or
   with `overwrite` deletes that build and builds again. Raises DataError (one line) for an
   unknown name, a missing or empty manual_dir, or a build that finds nothing usable."""
-  builder = get_builder(cfg)
-  manual_dir = cfg.manual_dir or None
-  reads_files = bool(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
-  if reads_files and manual_dir:
-    sources.check_manual_dir(manual_dir, cfg.name)
-  data_dir = os.fspath(builder.data_dir)
+  builder, manual_dir, reads_files = _checked(cfg)
   if builder.is_prepared():
-    key = (data_dir, os.path.abspath(manual_dir) if manual_dir else None)
-    if key in _VERIFIED or not (reads_files and manual_dir):
-      return builder
-    change = sources.compare(data_dir, builder, manual_dir)
+    change = _source_change(builder, manual_dir, reads_files)
     if change is None:
-      _VERIFIED.add(key)
       return builder
     if not overwrite:
-      raise errors.DataError(
-          f"{builder.info.full_name} in {data_dir} {change}: pass --overwrite to rebuild it "
-          "(deletes that build), or choose another --data_dir")
+      raise _changed_error(builder, change)
     logging.warning("Rebuilding %s: it %s", builder.info.full_name, change)
-    shutil.rmtree(data_dir)
+    shutil.rmtree(os.fspath(builder.data_dir))
     builder = get_builder(cfg)
-  elif reads_files and not manual_dir:
-    how = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
-    raise errors.DataError(
-        f"dataset {cfg.name!r} is not built in {data_dir} and reads your files: "
-        f"{how[0].lower()}{how[1:]} (config.dataset.manual_dir when training)")
   logging.info("Building %s into %s", builder.info.full_name, builder.data_dir)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   builder.download_and_prepare(file_format="array_record", download_config=download_config)

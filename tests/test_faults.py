@@ -269,6 +269,10 @@ def test_main_workdir_errors_are_one_line_and_create_nothing(tmp_path):
   blocker.write_text("x")
   r = _run("fdeblur.main", config, f"--workdir={blocker}/run")
   assert r.returncode == 5 and "--workdir" in _one_line(r.stderr, "fdeblur")
+  # the dataset is checked before the workdir is made: a face_images run without --manual_dir
+  r = _run("fdeblur.main", config, f"--workdir={tmp_path}/new_run",
+           "--config.dataset.name=face_images", f"--config.dataset.data_dir={tmp_path}/D")
+  assert r.returncode == 3 and "pass --manual_dir" in _one_line(r.stderr, "fdeblur")
   typo = tmp_path / "runz"
   r = _run("fdeblur.main", config, f"--workdir={typo}", "--mode=evaluate")
   line = _one_line(r.stderr, "fdeblur")
