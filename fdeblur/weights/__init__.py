@@ -3,7 +3,7 @@ and `NAME/params.msgpack` (the generator's inference weights — the EMA when tr
 and its other variables, flax msgpack). No optimiser state: a few MB instead of an orbax
 checkpoint's full train state.
 
-  python -m fdeblur.weights export WORKDIR [--out fdeblur/weights/face_model]
+  python -m fdeblur.weights --workdir=WORKDIR [--out=fdeblur/weights/face_model]
 
 `python -m fdeblur.deblur` loads `DEFAULT` when no --checkpoint is given.
 """
@@ -61,7 +61,7 @@ def load(path: str = DEFAULT):
   from fdeblur import config_lib, networks  # pylint: disable=import-outside-toplevel
   if not is_exported(path):
     raise FileNotFoundError(f"{path}: no {PARAMS_FILE} (export one with `python -m "
-                            "fdeblur.weights export WORKDIR --out DIR`)")
+                            "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
   config = config_lib.from_workdir(path)
   nets = networks.Networks.generator(config)
   with open(os.path.join(path, PARAMS_FILE), "rb") as f:
@@ -85,17 +85,25 @@ def _like(target, loaded, where):
 
 
 def main(argv=None) -> int:
-  import argparse  # pylint: disable=import-outside-toplevel
-  p = argparse.ArgumentParser(prog="python -m fdeblur.weights", description=__doc__.split(
-      "\n\n")[0])
-  sub = p.add_subparsers(dest="cmd", required=True)
-  e = sub.add_parser("export", help="a training workdir's latest checkpoint -> compact files")
-  e.add_argument("workdir")
-  e.add_argument("--out", default=DEFAULT)
-  args = p.parse_args(argv)
-  if not os.path.isfile(os.path.join(args.workdir, CONFIG_FILE)):
-    p.error(f"{args.workdir} has no {CONFIG_FILE}: not a training workdir")
-  info = export(args.workdir, args.out)
+  """python -m fdeblur.weights --workdir=W [--out=DIR]: export W's latest checkpoint."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  argv = sys.argv[1:] if argv is None else list(argv)
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).",
+                      flag_values=fv)
+  flags.DEFINE_string("out", DEFAULT, "Output folder (default: the shipped model's).",
+                      flag_values=fv)
+  try:
+    rest = fv(["fdeblur.weights", *argv])[1:]
+    if rest or not fv.workdir:
+      raise flags.Error("usage: python -m fdeblur.weights --workdir=WORKDIR [--out=DIR]")
+    if not os.path.isfile(os.path.join(fv.workdir, CONFIG_FILE)):
+      raise flags.Error(f"--workdir={fv.workdir} has no {CONFIG_FILE}: not a training workdir")
+  except flags.Error as e:
+    print(f"fdeblur.weights: error: {e}", file=sys.stderr)
+    return 2
+  info = export(fv.workdir, fv.out)
   print(f"exported step {info['step']} ({info['parameters']} parameters, {info['bytes']} bytes) "
-        f"to {args.out}")
+        f"to {fv.out}")
   return 0
