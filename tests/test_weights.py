@@ -58,3 +58,14 @@ def test_weights_that_do_not_fit_their_config_are_refused(trained_tiny, tmp_path
   json.dump(cfg, open(out / weights.CONFIG_FILE, "w"))
   with pytest.raises(ValueError, match="do not match"):
     weights.load(str(out))
+
+
+def test_shipped_model_loads_and_leaves_a_sharp_face_alone():
+  from fdeblur import inference
+  config, nets, state = weights.load()  # fdeblur/weights/face_model
+  assert config.model.name == "deblurgan" and config.dataset.face_size > 0
+  face = skdata.astronaut()[40:200, 140:300].astype(np.float32) / 255.0  # 160 px, sharp
+  out = inference.Predictor(nets, state, 1)(face[None])[0]
+  assert out.shape == face.shape
+  mse = np.mean((np.clip(out, 0, 1) - face) ** 2)
+  assert 10 * np.log10(1 / mse) > 35.0  # does (almost) no harm
