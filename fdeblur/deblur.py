@@ -154,8 +154,8 @@ class Deblurrer:
     if weights.is_exported(checkpoint):  # exported weights: config.json + params.msgpack
       self.config, nets, train_state = weights.load(checkpoint)
     elif checkpoint == weights.DEFAULT:
-      raise FileNotFoundError(f"no --checkpoint given and the shipped model is missing "
-                              f"({weights.DEFAULT}): reinstall fdeblur or pass --checkpoint")
+      raise errors.NoCheckpoint(f"no --checkpoint given and the shipped model is missing "
+                                f"({weights.DEFAULT}): reinstall fdeblur or pass --checkpoint")
     else:
       check_checkpoint(checkpoint)
       workdir = checkpoint

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from fdeblur import deblur, weights
+from fdeblur import deblur, errors, weights
 
 
 def _face_photo():
@@ -44,7 +44,7 @@ def test_missing_default_model_is_one_clear_error(tmp_path, monkeypatch, capsys)
   monkeypatch.setattr(weights, "DEFAULT", str(tmp_path / "nowhere"))
   src = tmp_path / "photo.png"
   cv2.imwrite(str(src), cv2.cvtColor(_face_photo(), cv2.COLOR_RGB2BGR))
-  assert deblur.main([str(src), f"--out={tmp_path / 'out'}", "--quiet"]) == 2
+  assert deblur.main([str(src), f"--out={tmp_path / 'out'}", "--quiet"]) == 4
   err = capsys.readouterr().err
   assert "shipped model is missing" in err and "--checkpoint" in err
 
@@ -56,7 +56,7 @@ def test_weights_that_do_not_fit_their_config_are_refused(trained_tiny, tmp_path
   cfg = json.load(open(out / weights.CONFIG_FILE))
   cfg["model"]["ngf"] = cfg["model"]["ngf"] * 2
   json.dump(cfg, open(out / weights.CONFIG_FILE, "w"))
-  with pytest.raises(ValueError, match="do not match"):
+  with pytest.raises(errors.CheckpointError, match="do not match"):
     weights.load(str(out))
 
 

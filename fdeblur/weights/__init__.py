@@ -55,7 +55,8 @@ def _numpy(tree):
 
 def load(path: str = DEFAULT):
   """(config, generator Networks, Weights) of an exported model folder. Raises
-  FileNotFoundError naming the folder, ValueError when the weights do not fit the config."""
+  FileNotFoundError naming the folder, errors.CheckpointError when the weights do not fit the
+  config."""
   from flax import serialization  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from fdeblur import config_lib, networks  # pylint: disable=import-outside-toplevel
@@ -71,15 +72,20 @@ def load(path: str = DEFAULT):
   return config, nets, Weights(jax.tree.map(np.asarray, params), model_state)
 
 
+def _mismatch(message: str) -> Exception:
+  from fdeblur import errors  # pylint: disable=import-outside-toplevel
+  return errors.CheckpointError(message)
+
+
 def _like(target, loaded, where):
   """`loaded` in the structure of `target` (msgpack turns integer keys into strings), checked."""
   if isinstance(target, dict):
     if not isinstance(loaded, dict) or len(loaded) != len(target):
-      raise ValueError(f"{where}: the weights do not match the network of their config.json")
+      raise _mismatch(f"{where}: the weights do not match the network of their config.json")
     return {k: _like(v, loaded.get(k, loaded.get(str(k))), f"{where}/{k}")
             for k, v in target.items()}
   if loaded is None or np.shape(loaded) != np.shape(target):
-    raise ValueError(f"{where}: the weights do not match the network of their config.json "
+    raise _mismatch(f"{where}: the weights do not match the network of their config.json "
                      f"(shape {np.shape(loaded)} vs {np.shape(target)})")
   return np.asarray(loaded, np.asarray(target).dtype)
 
