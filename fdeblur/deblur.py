@@ -491,7 +491,8 @@ def main(argv=None) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
       print("fdeblur.deblur: nothing to do", file=sys.stderr)
       return 1
-    check_checkpoint(args.checkpoint)
+    if args.checkpoint:  # none: the shipped model (Deblurrer says so if it is missing)
+      check_checkpoint(args.checkpoint)
     created = errors.ensure_writable_dir(args.out, "--out")
     d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
                   args.batch_size, args.paste, args.min_confidence, args.face_check,
