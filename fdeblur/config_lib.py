@@ -59,6 +59,13 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.dataset.face_check = "eyes"  # landmark check of detections: eyes | none
   c.dataset.temporal_smoothing = 8.0
   c.dataset.max_frames = 0
+  # embedded_photos (input_pipeline.datasets.embedded_photos.EmbeddedPhotosConfig; defaults theirs)
+  c.dataset.face_patches = 12  # jittered patches per face and scale
+  c.dataset.random_patches = 16  # random patches per photograph and scale
+  c.dataset.photo_dir = ""  # a folder of extra natural photographs
+  # Face width (px, detector box) the model was trained at; the deblur command scales faces to it
+  # (0 = image_size / margin: crops squeezed to the training size, as face-crop datasets train).
+  c.dataset.face_size = 0.0
 
   # On-device blur (fdeblur.degrade). Each sample draws one protocol with these probabilities
   # (normalised; pravg/vla apply to clip batches only and are dropped for image batches).
@@ -82,6 +89,10 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.blur.trajectory_fractions = (1 / 1000, 1 / 10, 1 / 2, 1.0)  # exposure fractions
   c.blur.trajectory_fraction_probs = (0.25, 0.25, 0.25, 0.25)  # DeblurGAN: uniform part 0..3
   c.blur.trajectory_center = "exposure"  # or "trajectory" (the reference: whole-path box)
+  # (lo, hi) pixels: each exposed path is rescaled (its shape kept) so that its bounding box's
+  # longer side is U(lo, hi): blur extents that match the working resolution. (0, 0) = as drawn.
+  c.blur.trajectory_extent = (0.0, 0.0)
+  c.blur.sharp_prob = 0.0  # share of kernel samples left sharp (a delta kernel)
   # Applying kernels: direct convolution below this kernel size, FFT from it on; 0 = by backend
   # (CPU: always FFT, XLA's grouped convolution is slow there; GPU: FFT from 21; TPU: never).
   c.blur.fft_min_kernel_size = 0
@@ -106,6 +117,9 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.blur.noise_peak = (100.0, 1000.0)  # Poisson: photons at white
   c.blur.noise_poisson_exact = False  # True: real Poisson draws (slow); False: normal approx.
   c.blur.noise_in_linear_light = True
+  # JPEG after blur and noise, on the device (fdeblur.degrade.jpeg): share of samples, quality.
+  c.blur.jpeg_prob = 0.0
+  c.blur.jpeg_quality = (30, 90)
 
   # What a step optimises (fdeblur.objectives): supervised | gan | chrysos2019.
   c.objective = "supervised"

@@ -1,6 +1,9 @@
 """Deblur the faces in photos, folders and videos with a trained checkpoint.
 
-  python -m fdeblur.deblur --checkpoint=WORKDIR --out=DIR INPUT... [--faces_only]
+  python -m fdeblur.deblur --out=DIR INPUT... [--checkpoint=WORKDIR] [--faces_only]
+
+Without --checkpoint the shipped face model (fdeblur/weights/face_model, see its MODEL_CARD.md)
+is used.
 
 Every face is detected, cropped (a square of `margin` x the detector box) at the scale where its
 face has the size the model was trained on (`--scale`), deblurred in batches on the device and pasted back
@@ -147,13 +150,20 @@ class Deblurrer:
                paste: str = "residual", min_confidence: float | None = None,
                face_check: bool = True, scale: str = "train", face_size: float = 0.0):
     # pylint: disable=import-outside-toplevel  (--help and usage errors do not import JAX)
-    from fdeblur import inference, state
-    check_checkpoint(checkpoint)
-    workdir = checkpoint
-    if os.path.basename(os.path.normpath(checkpoint)) == "checkpoints":
-      workdir = os.path.dirname(os.path.normpath(checkpoint))
-    self.config = load_config(workdir, config_path)
-    nets, train_state = state.restore_for_evaluation(self.config, workdir)
+    from fdeblur import inference, state, weights
+    checkpoint = checkpoint or weights.DEFAULT
+    if weights.is_exported(checkpoint):  # exported weights: config.json + params.msgpack
+      self.config, nets, train_state = weights.load(checkpoint)
+    elif checkpoint == weights.DEFAULT:
+      raise errors.NoCheckpoint(f"no --checkpoint given and the shipped model is missing "
+                                f"({weights.DEFAULT}): reinstall fdeblur or pass --checkpoint")
+    else:
+      check_checkpoint(checkpoint)
+      workdir = checkpoint
+      if os.path.basename(os.path.normpath(checkpoint)) == "checkpoints":
+        workdir = os.path.dirname(os.path.normpath(checkpoint))
+      self.config = load_config(workdir, config_path)
+      nets, train_state = state.restore_for_evaluation(self.config, workdir)
     self.predict = inference.Predictor(nets, train_state,
                                        batch_size or self.config.eval.batch_size)
     self.size = int(self.config.dataset.image_size)
@@ -414,7 +424,9 @@ def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, pro
 def define_flags(flag_values: flags.FlagValues) -> None:
   """The command's flags, on its own FlagValues (importing this module defines none globally)."""
   fv = flag_values
-  flags.DEFINE_string("checkpoint", None, "Training workdir (with checkpoints/).", flag_values=fv)
+  flags.DEFINE_string("checkpoint", "", "Training workdir (with checkpoints/) or a folder of "
+                      "exported weights (config.json + params.msgpack); default: the shipped "
+                      "face model (fdeblur/weights/face_model).", flag_values=fv)
   flags.DEFINE_string("out", None, "Output folder.", flag_values=fv)
   flags.DEFINE_string("config", "", "configs/NAME.py[:variant] when the workdir has no "
                       "config.json.", flag_values=fv)
@@ -464,10 +476,10 @@ def main(argv=None) -> int:
     return 0
   try:
     inputs = fv(["fdeblur.deblur", *argv])[1:]
-    missing = [f"--{n}" for n in ("checkpoint", "out") if not fv[n].value]
+    missing = [f"--{n}" for n in ("out",) if not fv[n].value]
     if missing or not inputs:
       raise flags.Error(f"{' and '.join(missing) or 'INPUT...'} required "
-                        "(python -m fdeblur.deblur --checkpoint=WORKDIR --out=DIR INPUT...)")
+                        "(python -m fdeblur.deblur --out=DIR INPUT... [--checkpoint=WORKDIR])")
   except flags.Error as e:
     print(f"fdeblur.deblur: error: {e}", file=sys.stderr)
     return 2
@@ -480,7 +492,8 @@ def main(argv=None) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
       print("fdeblur.deblur: nothing to do", file=sys.stderr)
       return 1
-    check_checkpoint(args.checkpoint)
+    if args.checkpoint:  # none: the shipped model (Deblurrer says so if it is missing)
+      check_checkpoint(args.checkpoint)
     created = errors.ensure_writable_dir(args.out, "--out")
     d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
                   args.batch_size, args.paste, args.min_confidence, args.face_check,

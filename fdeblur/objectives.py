@@ -177,10 +177,13 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
       ema = optax.incremental_update(params, ema, step_size=1.0 - ema_decay)
     state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                           opt_state=opt_state, ema_params=ema)
+    psnr_in = jnp.minimum(metrics.psnr(blurry, sharp), 100.0)
     return state, {"loss": loss, **terms, **d_metrics,
                    # capped: an (almost) delta kernel leaves a sample unchanged, PSNR = inf
                    "psnr": jnp.mean(jnp.minimum(metrics.psnr(out, sharp), 100.0)),
-                   "psnr_blurry": jnp.mean(jnp.minimum(metrics.psnr(blurry, sharp), 100.0)),
+                   "psnr_blurry": jnp.mean(psnr_in),
+                   # how hard the batch's blur is (its spread, not only its mean)
+                   **{f"psnr_blurry_p{q}": jnp.percentile(psnr_in, q) for q in (10, 50, 90)},
                    "grad_norm": optax.tree.norm(grads)}
 
   rep = parallel.replicated(mesh)

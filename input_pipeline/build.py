@@ -2,7 +2,7 @@
 
   python -m input_pipeline.build --dataset=NAME --manual_dir=DIR --data_dir=DIR --image_size=S
 
-NAME: embedded_faces (no files needed), face_images (a folder tree of photos, optional .pts),
+NAME: embedded_faces, embedded_photos (no files needed; --photo_dir adds photographs), face_images (a folder tree of photos, optional .pts),
 face_videos (videos or frame folders, 300VW layout, or the output of input_pipeline.mining).
 Shows a progress bar, then prints the examples per split and what was skipped and why; the same
 summary is written as build_report.json / build_report.txt beside the dataset's files.
@@ -18,7 +18,7 @@ from absl import app, flags
 
 from fdeblur import config_lib, errors
 from input_pipeline import datasets, pipeline
-from input_pipeline.datasets import common, face_videos
+from input_pipeline.datasets import common, embedded_photos, face_videos
 
 _DATASET = flags.DEFINE_enum("dataset", "embedded_faces", sorted(datasets.BUILDERS),
                              "Which TFDS builder to run.")
@@ -27,6 +27,7 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", "", "The user's files, for build
 _SIZE = flags.DEFINE_integer("image_size", 64, "Face crop size in pixels.")
 # The builder options: one flag per field of the face builders' config (their defaults).
 _OPTIONS = common.define_flags(face_videos.FaceVideosConfig)
+_OPTIONS += common.define_flags(embedded_photos.EmbeddedPhotosConfig, skip=_OPTIONS)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Rebuild a dataset whose source files changed "
                                "since it was built (deletes that build).")
 

@@ -119,8 +119,8 @@ def test_output_equal_to_input_is_refused(workdir, tmp_path, capsys):
 def test_flags_are_absl_flags_with_clear_errors(capsys):
   assert deblur.main(["--help"]) == 0
   assert "--faces_only" in capsys.readouterr().out
-  assert deblur.main(["--out=x", "a.png"]) == 2
-  assert "--checkpoint required" in capsys.readouterr().err
+  assert deblur.main(["--checkpoint=w", "a.png"]) == 2  # no --checkpoint: the shipped model
+  assert "--out required" in capsys.readouterr().err
   assert deblur.main(["--checkpoint=w", "--out=x", "--pastee=replace", "a.png"]) == 2
   assert "pastee" in capsys.readouterr().err
   assert deblur.main(["--checkpoint=w", "--out=x", "--paste=glue", "a.png"]) == 2

@@ -11,9 +11,11 @@ depends on the batch it is in, and every shape is static, so a train step compil
 | 3  | pravg      | clips {"frames": ...}      | PrAvg(L): mean of L frames around the middle one       |
 | 4  | vla        | clips {"frames": ...}      | variable-length averaging with the 2019 stop conditions|
 
-Kernels are applied by `convolve` (direct or FFT, chosen by kernel size); clips' kernel samples
-blur the middle frame. Then optional sensor noise, and a clip to [0, 1]. Submodules: `kernels`,
-`apply`, `averaging`, `noise`.
+A share `sharp_prob` of kernel samples gets a delta kernel instead (sharp inputs: the model must
+learn to leave them alone). Kernels are applied by `convolve` (direct or FFT, chosen by kernel
+size); clips' kernel samples blur the middle frame. Then optional sensor noise, a clip to [0, 1],
+and optional JPEG compression (`jpeg_prob`, on the device). Submodules: `kernels`, `apply`,
+`averaging`, `noise`, `jpeg`.
 """
 import functools
 from collections.abc import Mapping
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fdeblur.degrade import apply, averaging, kernels, noise
+from fdeblur.degrade import apply, averaging, jpeg, kernels, noise
 
 
 def mixture(cfg: ml_collections.ConfigDict, clips: bool) -> np.ndarray:
@@ -138,6 +140,10 @@ def _degrade_jit(key, batch, cfg, platform):
 
   if probs[:3].sum() > 0:
     ker = kernels.kernels_for(k_kernel, proto, cfg, platform)
+    if cfg.sharp_prob > 0:  # its own stream: the other draws do not change with it
+      u_sharp = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(k_u)
+      delta = jnp.zeros_like(ker).at[:, size // 2, size // 2].set(1.0)
+      ker = jnp.where((u_sharp < cfg.sharp_prob)[:, None, None], delta, ker)
     linear = cfg.kernels_in_linear_light
     src = averaging.inverse_response(sharp, kind, gamma) if linear else sharp
     blurry = apply.convolve(src, ker, fft_min_kernel_size=int(cfg.fft_min_kernel_size),
@@ -176,4 +182,7 @@ def _degrade_jit(key, batch, cfg, platform):
     else:
       blurry = noise.add_noise(k_noise, blurry, cfg)
   blurry = jnp.clip(blurry, 0.0, 1.0)
+  if cfg.jpeg_prob > 0:
+    k_jpeg = jax.vmap(lambda k: jax.random.fold_in(k, 2))(k_noise)
+    blurry = jpeg.random_jpeg(k_jpeg, blurry, float(cfg.jpeg_prob), tuple(cfg.jpeg_quality))
   return blurry, sharp, {"kernel": ker, "protocol": proto, "length": length}

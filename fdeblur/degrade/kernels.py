@@ -190,6 +190,7 @@ def _trajectory_draws(keys: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
         "u_angle": step_u[:, 1],
         "normal": jnp.stack([radius * jnp.cos(angle), radius * jnp.sin(angle)], axis=-1),
         "fraction_index": _categorical(head[5], cum_f),
+        "extent_u": head[6],  # trajectory_extent: where in (lo, hi) the exposed extent lands
     }
 
   return jax.vmap(one)(keys)
@@ -270,6 +271,20 @@ def centre_paths(paths: jax.Array, weights: jax.Array, centre: str = "exposure")
   return paths + shift[:, None, :]
 
 
+def path_extent(paths: jax.Array, weights: jax.Array) -> jax.Array:
+  """Longer side [B] of the bounding box of the exposed samples (weight > 0) of paths [B, N, 2]."""
+  mask = (weights > 0)[..., None]
+  lo = jnp.min(jnp.where(mask, paths, jnp.inf), axis=1)
+  hi = jnp.max(jnp.where(mask, paths, -jnp.inf), axis=1)
+  return jnp.max(hi - lo, axis=-1)
+
+
+def rescale_extent(paths: jax.Array, weights: jax.Array, extent: jax.Array) -> jax.Array:
+  """Paths scaled about x_0 so that the exposed part's `path_extent` is `extent` [B] pixels."""
+  scale = extent / jnp.maximum(path_extent(paths, weights), 1e-6)
+  return (paths - paths[:, :1]) * scale[:, None, None] + paths[:, :1]
+
+
 def trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
                        kernel_size: int | None = None, method: str = "auto"):
   """See `_trajectory_kernels` (jit-compiled per config, kernel size and batch size)."""
@@ -286,6 +301,12 @@ def _trajectory_kernels(draws: dict, cfg: ml_collections.ConfigDict,
   fractions = jnp.asarray(cfg.trajectory_fractions, jnp.float32)
   fraction = fractions[draws["fraction_index"]]
   w = exposure_weights(fraction, paths.shape[1])
+  lo, hi = (float(e) for e in cfg.trajectory_extent)
+  if not 0 <= lo <= hi <= kernel_size - 3:
+    raise ValueError(f"config.blur.trajectory_extent must satisfy 0 <= lo <= hi <= {kernel_size - 3}"
+                     f" (the PSF support {kernel_size} less 3), got {(lo, hi)}")
+  if hi > 0:
+    paths = rescale_extent(paths, w, lo + (hi - lo) * draws["extent_u"])
   centred = centre_paths(paths, w, cfg.trajectory_center)
   return splat(centred, w, kernel_size, method), centred, fraction
 

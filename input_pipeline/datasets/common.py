@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import threading
 from collections import Counter
 
@@ -79,8 +80,13 @@ class FaceConfig(tfds.core.BuilderConfig):
 
 
 def config_name(image_size: int, overrides: dict) -> str:
-  """'128px', or '128px_margin1.8_test_fraction0.2' for non-default options."""
-  return "_".join([f"{image_size}px"] + [f"{k}{v}" for k, v in sorted(overrides.items())])
+  """'128px', or '128px_margin1.8_test_fraction0.2' for non-default options; a value that is not
+  a plain word (a folder path) is named by a short hash of it."""
+  def word(v):
+    v = str(v)
+    return v if re.fullmatch(r"[\w.\-]*", v) else hashlib.sha1(v.encode()).hexdigest()[:10]
+
+  return "_".join([f"{image_size}px"] + [f"{k}{word(v)}" for k, v in sorted(overrides.items())])
 
 
 def base_config_fields() -> set[str]:

@@ -1,0 +1,59 @@
+"""The shipped face model (fdeblur/weights/face_model/, used by `python -m fdeblur.deblur` when no
+--checkpoint is given): the Fan & Luo / DeblurGAN generator, trained fully convolutionally on
+96 px patches of sharp, full-resolution photographs (`embedded_photos`: faces and natural scenes
+at native scale, 3/4 and 1/2, never enlarged) with an L2 pixel loss. (L1 was tried first: with
+sensor noise in the inputs its sign gradients on flat regions outweigh the few edge pixels, and
+the model stayed at the identity for 600 steps; the shipped run switched to L2 at step 625.)
+
+The blur mixture is meant to cover real camera shake at the working resolution, and to leave
+sharp inputs alone: Boracchi & Foi trajectories rescaled to an extent of 1-20 px (full exposure:
+DeblurGAN's 1/1000 and 1/10 exposure fractions make half its kernels almost a dot), linear motion
+of 1-20 px, isotropic/anisotropic Gaussians, 10% untouched (sharp) inputs, then Gaussian sensor
+noise and JPEG at quality 40-95 on 30% of the samples.
+
+Network choice: ngf 16 (the paper's 64 costs ~16x) with 6 residual blocks and no dropout, 96 px
+patches, batch 8: what trains in about an hour on 2 shared CPU cores (~2-3 s/step there; 128 px
+patches ~7 s/step). Faces in the training patches are ~50-230 px wide (Haar box; median ~110:
+`dataset.face_size`, the scale the deblur command brings faces to). On a GPU, train it wider and
+longer: `--config.model.ngf=64 --config.dataset.image_size=256 --config.train.num_steps=...`.
+Variant `tiny` (32 px, a few steps) for tests.
+"""
+from fdeblur import config_lib
+
+
+def get_config(variant: str = ""):
+  tokens = config_lib.variant_tokens(variant, "face_model", ("tiny",))
+  c = config_lib.base_config(model="deblurgan")
+  c.dataset.name = "embedded_photos"
+  c.dataset.image_size = 96  # patch size; the model is fully convolutional
+  # Resampling blurs the sharp target: flips and colour jitter only.
+  c.dataset.scale_jitter = 0.0
+  c.dataset.translate_jitter = 0.0
+  c.dataset.eval_max_examples = 0
+  # Median Haar face-box width (px) in the training patches: the deblur command scales faces to it.
+  c.dataset.face_size = 110.0
+  c.model.update(ngf=16, n_blocks=6, dropout=0.0)  # DeblurGAN's generator at 1/4 width
+
+  # What covers real camera shake at the working resolution, and sharp inputs left alone.
+  c.blur.update(
+      gaussian_prob=0.15, motion_prob=0.2, trajectory_prob=0.65, sharp_prob=0.1,
+      kernel_size=21, gaussian_sigma=(0.3, 2.5), gaussian_anisotropic_prob=0.5,
+      motion_length=(1.0, 20.0),
+      trajectory_canvas=24,  # support 25: room for a 20 px extent
+      trajectory_iters=500, trajectory_max_len=20.0, trajectory_extent=(1.0, 20.0),
+      trajectory_fractions=(1.0,), trajectory_fraction_probs=(1.0,),
+      noise="gaussian", noise_sigma=(0.0, 0.012),
+      noise_in_linear_light=False,  # uniform over the tones: dark areas are not noisier
+      jpeg_prob=0.3, jpeg_quality=(40, 95))
+  c.loss.update(pixel="l2", gradient_weight=0.0)
+  c.train.update(optimizer="adam", learning_rate=8e-4, b1=0.9, schedule="cosine", batch_size=8,
+                 num_steps=1500, ema_decay=0.995, log_every=25, checkpoint_every=250,
+                 keep_checkpoints=2)
+  c.eval.update(every=400, batch_size=8, num_validation=16, protocols="training")
+  if "tiny" in tokens:
+    config_lib.shrink_for_tests(c)
+    c.model.ngf = 4
+    c.model.n_blocks = 1
+    c.blur.trajectory_canvas = 15
+    c.blur.trajectory_extent = (1.0, 8.0)
+  return c

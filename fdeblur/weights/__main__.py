@@ -1,0 +1,5 @@
+import sys
+
+from fdeblur.weights import main
+
+sys.exit(main())

@@ -1,0 +1,71 @@
+"""Exported weights (fdeblur.weights) and the deblur command's default model."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from fdeblur import deblur, errors, weights
+
+
+def _face_photo():
+  return skdata.astronaut()[0:300, 90:390]
+
+
+def test_export_round_trip_matches_the_checkpoint(trained_tiny, tmp_path):
+  _, workdir = trained_tiny
+  out = tmp_path / "exported"
+  info = weights.export(workdir, str(out))
+  assert weights.is_exported(str(out)) and info["step"] == 2
+  # only the generator's weights: far smaller than the orbax train state
+  assert os.path.getsize(out / weights.PARAMS_FILE) == info["bytes"] < 4 * info["parameters"] + 65536
+  d_ckpt = deblur.Deblurrer(workdir)
+  d_exp = deblur.Deblurrer(str(out))
+  crops = [np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8) for _ in range(3)]
+  np.testing.assert_allclose(np.stack(d_exp.run(crops)), np.stack(d_ckpt.run(crops)), atol=1e-6)
+
+
+def test_default_model_is_used_without_checkpoint(trained_tiny, tmp_path, monkeypatch):
+  _, workdir = trained_tiny
+  shipped = tmp_path / "shipped"
+  weights.export(workdir, str(shipped))
+  monkeypatch.setattr(weights, "DEFAULT", str(shipped))
+  src = tmp_path / "photo.png"
+  cv2.imwrite(str(src), cv2.cvtColor(_face_photo(), cv2.COLOR_RGB2BGR))
+  out = tmp_path / "out"
+  assert deblur.main([str(src), f"--out={out}", "--quiet"]) == 0
+  assert (out / "photo.png").exists()
+  assert json.load(open(out / "deblur_summary.json"))["outputs"]
+
+
+def test_missing_default_model_is_one_clear_error(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(weights, "DEFAULT", str(tmp_path / "nowhere"))
+  src = tmp_path / "photo.png"
+  cv2.imwrite(str(src), cv2.cvtColor(_face_photo(), cv2.COLOR_RGB2BGR))
+  assert deblur.main([str(src), f"--out={tmp_path / 'out'}", "--quiet"]) == 4
+  err = capsys.readouterr().err
+  assert "shipped model is missing" in err and "--checkpoint" in err
+
+
+def test_weights_that_do_not_fit_their_config_are_refused(trained_tiny, tmp_path):
+  _, workdir = trained_tiny
+  out = tmp_path / "exported"
+  weights.export(workdir, str(out))
+  cfg = json.load(open(out / weights.CONFIG_FILE))
+  cfg["model"]["ngf"] = cfg["model"]["ngf"] * 2
+  json.dump(cfg, open(out / weights.CONFIG_FILE, "w"))
+  with pytest.raises(errors.CheckpointError, match="do not match"):
+    weights.load(str(out))
+
+
+def test_shipped_model_loads_and_leaves_a_sharp_face_alone():
+  from fdeblur import inference
+  config, nets, state = weights.load()  # fdeblur/weights/face_model
+  assert config.model.name == "deblurgan" and config.dataset.face_size > 0
+  face = skdata.astronaut()[40:200, 140:300].astype(np.float32) / 255.0  # 160 px, sharp
+  out = inference.Predictor(nets, state, 1)(face[None])[0]
+  assert out.shape == face.shape
+  mse = np.mean((np.clip(out, 0, 1) - face) ** 2)
+  assert 10 * np.log10(1 / mse) > 35.0  # does (almost) no harm
