@@ -126,7 +126,7 @@ def test_configs_are_locked_and_load_matches_the_flag():
   from fdeblur import config_lib
   cfg = config_lib.load(f"{ROOT}/configs/fan_luo.py:wgan_gp,tiny")
   with pytest.raises(AttributeError, match="locked"):
-    cfg.blur.jpeg_prob = 0.5  # removed: it did nothing
+    cfg.blur.jpeg_probability = 0.5  # not a key (blur.jpeg_prob is)
   with pytest.raises(AttributeError, match="locked"):
     config_lib.base_config().train.num_stepz = 3
   flag = _parse_named("fan_luo")
@@ -146,11 +146,11 @@ def test_from_workdir_round_trips_the_saved_config(tmp_path):
     assert back.to_dict() == cfg.to_dict(), name
   # an old run's config: a key since removed is ignored, a key since added gets its default
   saved = json.loads((tmp_path / "config.json").read_text())
-  saved["blur"]["jpeg_prob"] = 0.0
+  saved["blur"]["removed_knob"] = 0.0
   del saved["train"]["momentum"]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   back = config_lib.from_workdir(str(tmp_path))
-  assert back.train.momentum == 0.0 and "jpeg_prob" not in back.blur
+  assert back.train.momentum == 0.0 and "removed_knob" not in back.blur
   with pytest.raises(FileNotFoundError, match="config.json"):
     config_lib.from_workdir(str(tmp_path / "nothing"))
 
