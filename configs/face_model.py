@@ -48,7 +48,7 @@ def get_config(variant: str = ""):
   c.loss.update(pixel="l2", gradient_weight=0.0)
   c.train.update(optimizer="adam", learning_rate=8e-4, b1=0.9, schedule="cosine", batch_size=8,
                  num_steps=1500, ema_decay=0.995, log_every=25, checkpoint_every=250,
-                 keep_checkpoints=2)
+                 keep_checkpoints=2, log_blur_percentiles=True)
   c.eval.update(every=400, batch_size=8, num_validation=16, protocols="training")
   if "tiny" in tokens:
     config_lib.shrink_for_tests(c)

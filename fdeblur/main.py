@@ -71,9 +71,10 @@ def _main(argv):
   if len(argv) > 1:
     raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   errors.quiet_library_logs()
-  check_paths(_MODE.value, _WORKDIR.value, _COMPARE.value)
-  from input_pipeline import pipeline  # (imports TFDS: after the cheap checks)
-  pipeline.validate(_CONFIG.value.dataset)  # the dataset can be read or built
+  if _MODE.value != "compile":  # compile reads no data and writes nothing
+    check_paths(_MODE.value, _WORKDIR.value, _COMPARE.value)
+    from input_pipeline import pipeline  # (imports TFDS: after the cheap checks)
+    pipeline.validate(_CONFIG.value.dataset)  # the dataset can be read or built
   if _MODE.value == "train":
     errors.ensure_writable_dir(_WORKDIR.value, "--workdir")  # now made
   # Imported here so that --help and flag errors do not pay for importing JAX.
@@ -90,8 +91,8 @@ def _main(argv):
     try:
       aot.run(config, flags.FLAGS["config"].serialize().partition("=")[2], _TOPOLOGY.value,
               _PER_CHIP_BATCH.value, _FIT.value)
-    except ValueError as e:
-      sys.exit(f"fdeblur: {e}")
+    except ValueError as e:  # a bad --topology / --per_chip_batch: one line, exit 2
+      raise errors.UsageError(str(e)) from None
     return
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())

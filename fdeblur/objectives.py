@@ -91,6 +91,7 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
   gp_weight = config.gan.gp_weight if gan and config.gan.kind == "wgan_gp" else 0.0
   conditional = objective == "chrysos2019" or config.gan.conditional
   ema_decay = config.train.ema_decay
+  blur_percentiles = config.train.log_blur_percentiles
   vgg_layer = config.perceptual.layer
 
   def content_terms(out, sharp, vgg_params):
@@ -182,8 +183,10 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
                    # capped: an (almost) delta kernel leaves a sample unchanged, PSNR = inf
                    "psnr": jnp.mean(jnp.minimum(metrics.psnr(out, sharp), 100.0)),
                    "psnr_blurry": jnp.mean(psnr_in),
-                   # how hard the batch's blur is (its spread, not only its mean)
-                   **{f"psnr_blurry_p{q}": jnp.percentile(psnr_in, q) for q in (10, 50, 90)},
+                   # how hard the batch's blur is (its spread, not only its mean); a
+                   # percentile gathers the per-sample values: off unless asked for
+                   **({f"psnr_blurry_p{q}": jnp.percentile(psnr_in, q) for q in (10, 50, 90)}
+                      if blur_percentiles else {}),
                    "grad_norm": optax.tree.norm(grads)}
 
   rep = parallel.replicated(mesh)
