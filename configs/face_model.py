@@ -32,7 +32,8 @@ def get_config(variant: str = ""):
   c.dataset.eval_max_examples = 0
   # Median Haar face-box width (px) in the training patches: the deblur command scales faces to it.
   c.dataset.face_size = 110.0
-  c.model.update(ngf=16, n_blocks=6, dropout=0.0)  # DeblurGAN's generator at 1/4 width
+  c.model.update(ngf=16, n_blocks=6, dropout=0.0,  # DeblurGAN's generator at 1/4 width
+                 zero_head=True)  # starts as the identity: no harm before it learns
 
   # What covers real camera shake at the working resolution, and sharp inputs left alone.
   c.blur.update(
@@ -46,10 +47,10 @@ def get_config(variant: str = ""):
       noise_in_linear_light=False,  # uniform over the tones: dark areas are not noisier
       jpeg_prob=0.3, jpeg_quality=(40, 95))
   c.loss.update(pixel="l2", gradient_weight=0.0)
-  c.train.update(optimizer="adam", learning_rate=8e-4, b1=0.9, schedule="cosine", batch_size=8,
-                 num_steps=1500, ema_decay=0.995, log_every=25, checkpoint_every=250,
-                 keep_checkpoints=2, log_blur_percentiles=True)
-  c.eval.update(every=400, batch_size=8, num_validation=16, protocols="training")
+  c.train.update(optimizer="adam", learning_rate=5e-4, b1=0.9, schedule="cosine", batch_size=8,
+                 warmup_steps=300, num_steps=9000, ema_decay=0.995, log_every=50,
+                 checkpoint_every=500, keep_checkpoints=4, log_blur_percentiles=True)
+  c.eval.update(every=500, batch_size=8, num_validation=16, protocols="training")
   if "tiny" in tokens:
     config_lib.shrink_for_tests(c)
     c.model.ngf = 4

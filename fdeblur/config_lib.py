@@ -155,6 +155,7 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.train.decay_steps = 1  # step: multiply by decay_factor every decay_steps
   c.train.decay_factor = 1.0
   c.train.decay_start = 0  # linear_decay: constant until this step
+  c.train.warmup_steps = 0  # linear ramp of the learning rate from 0 before the schedule
   c.train.ema_decay = 0.0  # > 0 keeps an EMA of the generator, used for evaluation
   # Log the 10th/50th/90th percentile of the batch's blurred-input PSNR: they need the
   # per-sample values of every device (small all-gathers), so only configs that ask for them.

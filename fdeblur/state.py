@@ -30,7 +30,18 @@ class TrainState:
 def learning_rate_schedule(cfg: ml_collections.ConfigDict):
   """cfg is `config.train`: constant, cosine, step (multiplied by `decay_factor` every
   `decay_steps`, as the 2017 paper halves it every 15k steps) or linear_decay (constant, then
-  linearly to 0 from `decay_start`, as DeblurGAN)."""
+  linearly to 0 from `decay_start`, as DeblurGAN), after a linear warmup from 0 over
+  `warmup_steps` where set."""
+  schedule = _base_schedule(cfg)
+  if not cfg.warmup_steps:
+    return schedule
+  # Adam's first updates move every weight by ~lr whatever its gradient: ramp up from 0.
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
+       lambda step: schedule(step + cfg.warmup_steps)], [cfg.warmup_steps])
+
+
+def _base_schedule(cfg: ml_collections.ConfigDict):
   kind = cfg.schedule
   if kind == "constant":
     return optax.constant_schedule(cfg.learning_rate)

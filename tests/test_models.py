@@ -419,3 +419,15 @@ def test_model_options_are_the_constructor_signature():
   assert models.frozen_prefixes(
       models.model_config("chrysos2019", freeze_hourglass=False)) == ()
   assert models.frozen_prefixes(models.model_config("deblurgan")) == ()
+
+
+def test_zero_head_starts_as_the_identity_and_learns_away_from_it():
+  x = rand((2, 32, 32, 3))
+  model = DeblurGANGenerator(ngf=4, n_blocks=1, dropout=0.0, zero_head=True, rngs=rngs(0))
+  # exactly the input (up to the [-1, 1] round trip), before any training
+  np.testing.assert_allclose(np.asarray(run(model, x, train=True)), np.asarray(x), atol=1e-6)
+  default = DeblurGANGenerator(ngf=4, n_blocks=1, dropout=0.0, rngs=rngs(0))
+  assert float(jnp.abs(run(default, x) - x).mean()) > 1e-2  # DeblurGAN's head adds a residual
+  # the zero head still receives a gradient (everything before it receives one after a step)
+  grads = nnx.grad(lambda m: jnp.mean((m(x) - 0.5) ** 2))(model)
+  assert float(jnp.abs(grads.head.kernel[...]).max()) > 0

@@ -203,3 +203,15 @@ def test_checkpoint_from_8_devices_restores_on_a_2x4_mesh(tiny_config, tmp_path)
   # and it trains on: a batch split over both axes of the 2-D mesh
   restored, m = setup.step(restored, _batch(tiny_config, mesh))
   assert int(restored.step) == 3 and np.isfinite(float(m["loss"]))
+
+
+def test_warmup_ramps_linearly_then_follows_the_schedule(tiny_config):
+  cfg = tiny_config.train
+  cfg.update(schedule="cosine", learning_rate=1e-3, num_steps=100)
+  plain = state_lib.learning_rate_schedule(cfg)
+  cfg.warmup_steps = 10
+  warm = state_lib.learning_rate_schedule(cfg)
+  np.testing.assert_allclose([float(warm(s)) for s in (0, 5, 10)], [0.0, 5e-4, float(plain(10))],
+                             rtol=1e-6)
+  for s in (11, 50, 99):  # after the ramp: the same cosine over num_steps, not shifted
+    np.testing.assert_allclose(float(warm(s)), float(plain(s)), rtol=1e-6)

@@ -21,7 +21,11 @@ from fdeblur.models import layers
 class DeblurGANGenerator(nnx.Module):
 
   def __init__(self, *, ngf: int = 64, n_blocks: int = 6, dropout: float = 0.5,
-               in_channels: int = 3, dtype=jnp.float32, rngs: nnx.Rngs):
+               in_channels: int = 3, zero_head: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    """zero_head: start the output conv at zero, so the untrained network is the identity (the
+    global skip) instead of the input plus a random residual; not in DeblurGAN, whose N(0, 0.02)
+    head adds ~0.2 of noise that training must first unlearn."""
     self.dtype = dtype
     self.stem = layers.ConvNormAct(in_channels, ngf, 7, reflect=3, dtype=dtype, rngs=rngs)
     self.down = nnx.List([
@@ -33,7 +37,8 @@ class DeblurGANGenerator(nnx.Module):
     self.up = nnx.List([
         layers.UpConvNormAct(ngf * m, ngf * m // 2, dtype=dtype, rngs=rngs) for m in (4, 2)])
     self.head = layers.Conv(ngf, in_channels, (7, 7), padding="VALID",
-                            kernel_init=layers.normal_init, dtype=dtype, rngs=rngs)
+                            kernel_init=nnx.initializers.zeros if zero_head else layers.normal_init,
+                            dtype=dtype, rngs=rngs)
 
   def __call__(self, images: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images: [B, H, W, 3] in [0, 1], H and W multiples of 4. Returns float32 in [0, 1].
