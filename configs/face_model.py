@@ -37,7 +37,7 @@ def get_config(variant: str = ""):
 
   # What covers real camera shake at the working resolution, and sharp inputs left alone.
   c.blur.update(
-      gaussian_prob=0.15, motion_prob=0.2, trajectory_prob=0.65, sharp_prob=0.1,
+      gaussian_prob=0.15, motion_prob=0.2, trajectory_prob=0.65, sharp_prob=0.25,
       kernel_size=21, gaussian_sigma=(0.3, 2.5), gaussian_anisotropic_prob=0.5,
       motion_length=(1.0, 20.0),
       trajectory_canvas=24,  # support 25: room for a 20 px extent
@@ -46,9 +46,9 @@ def get_config(variant: str = ""):
       noise="gaussian", noise_sigma=(0.0, 0.012),
       noise_in_linear_light=False,  # uniform over the tones: dark areas are not noisier
       jpeg_prob=0.3, jpeg_quality=(40, 95))
-  c.loss.update(pixel="l2", gradient_weight=0.0)
+  c.loss.update(pixel="psnr", gradient_weight=0.0)
   c.train.update(optimizer="adam", learning_rate=5e-4, b1=0.9, schedule="cosine", batch_size=8,
-                 warmup_steps=300, num_steps=9000, ema_decay=0.995, log_every=50,
+                 warmup_steps=300, num_steps=7000, ema_decay=0.995, log_every=50,
                  checkpoint_every=500, keep_checkpoints=4, log_blur_percentiles=True)
   c.eval.update(every=500, batch_size=8, num_validation=16, protocols="training")
   if "tiny" in tokens:

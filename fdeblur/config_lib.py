@@ -124,7 +124,7 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   # What a step optimises (fdeblur.objectives): supervised | gan | chrysos2019.
   c.objective = "supervised"
   c.loss = ml_collections.ConfigDict()
-  c.loss.pixel = "l1"  # l1 | l2 | huber
+  c.loss.pixel = "l1"  # l1 | l2 | huber | psnr
   c.loss.pixel_weight = 1.0
   c.loss.gradient_weight = 0.0  # L1 of image gradients (2019: λcg)
   c.loss.perceptual_weight = 0.0  # VGG19 features (DeblurGAN: 100)

@@ -77,3 +77,21 @@ def test_vgg_weights_file_roundtrip_and_errors(tmp_path):
     vgg.load_params(str(tmp_path / "nope.npz"))
   with pytest.raises(KeyError, match="conv2_2"):
     vgg.load_params(str(path), "conv3_3")  # the file stops at conv2_1
+
+
+def test_psnr_loss_is_the_floored_psnr_deficit_per_image():
+  rng = np.random.default_rng(0)
+  target = rng.uniform(size=(3, 8, 8, 3))
+  err = np.stack([np.full((8, 8, 3), 0.1), np.full((8, 8, 3), 0.01), np.zeros((8, 8, 3))])
+  pred = target + err
+  mse = np.mean(err.astype(np.float64) ** 2, axis=(1, 2, 3))  # 20 dB, 40 dB, perfect
+  want = np.mean(10 * np.log10(1 + mse / 1e-4))
+  np.testing.assert_allclose(float(losses.pixel_loss("psnr")(jnp.asarray(pred), jnp.asarray(target))),
+                             want, rtol=1e-5)
+  np.testing.assert_allclose(want, (10 * np.log10(101) + 10 * np.log10(2)) / 3)
+  # the near-sharp image's gradient outweighs L2's weighting by (MSE_blurred + floor) / floor
+  g = jax.grad(losses.psnr)(jnp.asarray(pred), jnp.asarray(target))
+  per_pixel = np.abs(np.asarray(g))[:, 0, 0, 0] / np.abs(err[:, 0, 0, 0] + 1e-30)
+  np.testing.assert_allclose(per_pixel[1] / per_pixel[0], (1e-2 + 1e-4) / (1e-4 + 1e-4), rtol=1e-4)
+  with pytest.raises(ValueError, match="config.loss.pixel='l3'"):
+    losses.pixel_loss("l3")
