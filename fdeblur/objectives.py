@@ -17,7 +17,7 @@ from absl import logging
 
 from fdeblur import degrade, losses, metrics, parallel
 from fdeblur.degrade import averaging
-from fdeblur.models import vgg
+from fdeblur.models import layers, vgg
 
 OBJECTIVES = ("supervised", "gan", "chrysos2019")
 
@@ -189,5 +189,13 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
                       if blur_percentiles else {}),
                    "grad_norm": optax.tree.norm(grads)}
 
+  platform = mesh.devices.flat[0].platform
+
+  def step_for_target(state, batch, vgg_params):
+    # the networks' convolutions take the formulation of the devices compiled for, also when
+    # that is a TPU topology compiled on a CPU host (fdeblur.aot)
+    with layers.target_platform(platform):
+      return step_fn(state, batch, vgg_params)
+
   rep = parallel.replicated(mesh)
-  return jax.jit(step_fn, donate_argnums=0, out_shardings=(rep, rep))
+  return jax.jit(step_for_target, donate_argnums=0, out_shardings=(rep, rep))

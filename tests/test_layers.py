@@ -155,3 +155,90 @@ def test_deblurgan_generator_same_numbers_as_with_xla_convolutions():
   scale = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(g_ref))
   for a, b in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * scale)
+
+
+def _conv_f64(x, w, stride, padding, ct):
+  """float64 NumPy reference: y = conv(x, w) (NHWC, HWIO, explicit padding), and the gradients
+  of <y, ct> with respect to x and w."""
+  x, w, ct = (np.asarray(a, np.float64) for a in (x, w, ct))
+  kh, kw = w.shape[:2]
+  (lo_h, hi_h), (lo_w, hi_w) = padding
+  xp = np.pad(x, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
+  oh = (xp.shape[1] - kh) // stride + 1
+  ow = (xp.shape[2] - kw) // stride + 1
+  y = np.zeros((x.shape[0], oh, ow, w.shape[3]))
+  dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+  for i in range(kh):
+    for j in range(kw):
+      win = (slice(None), slice(i, i + stride * (oh - 1) + 1, stride),
+             slice(j, j + stride * (ow - 1) + 1, stride))
+      y += np.einsum("bhwc,co->bhwo", xp[win], w[i, j])
+      dw[i, j] = np.einsum("bhwc,bhwo->co", xp[win], ct)
+      dxp[win] += np.einsum("bhwo,co->bhwc", ct, w[i, j])
+  return y, dxp[:, lo_h:xp.shape[1] - hi_h, lo_w:xp.shape[2] - hi_w], dw
+
+
+@pytest.mark.parametrize("form", ["conv_tap_matmul", "conv_wide_kernel", "conv_im2col"])
+@pytest.mark.parametrize("cin,cout,kernel,stride,padding", [
+    (5, 3, (7, 7), 1, ((0, 0), (0, 0))),  # DeblurGAN's head (after its reflect pad)
+    (3, 6, (7, 7), 2, ((3, 3), (3, 3))),  # the hourglass / ResNet stem
+    (6, 2, (5, 7), 2, ((2, 1), (0, 3))),
+    (4, 3, (5, 5), 1, "SAME")])
+def test_wide_kernel_forms_match_lax_and_float64(form, cin, cout, kernel, stride, padding):
+  """The matrix-product forms of a wide-kernel convolution: outputs and both gradients equal to
+  lax's convolution (float32 tolerance) and to a float64 NumPy reference."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((2, 11, 9, cin)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((*kernel, cin, cout)), jnp.float32)
+  ref_fn = lambda x, w: lax.conv_general_dilated(x, w, (stride,) * 2, padding,  # noqa: E731
+                                                 dimension_numbers=NHWC)
+  new_fn = lambda x, w: getattr(layers, form)(x, w, (stride,) * 2, padding)  # noqa: E731
+  y = ref_fn(x, w)
+  ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+  got = _value_and_grads(new_fn, x, w, ct)
+  what = f"{form} {cin}->{cout} kernel {kernel} stride {stride} padding {padding}"
+  _assert_close(got, _value_and_grads(ref_fn, x, w, ct), what)
+  pads = (lax.padtype_to_pads(x.shape[1:3], kernel, (stride,) * 2, padding)
+          if isinstance(padding, str) else padding)
+  _assert_close(got, _conv_f64(x, w, stride, pads, ct), what + " (float64)")
+
+
+@pytest.mark.parametrize("target,cin,cout,form", [
+    ("tpu", 3, 8, "conv_im2col"),  # a stem: patches of the 3-channel input
+    ("tpu", 8, 3, "conv_tap_matmul"),  # a head: taps of the 3-channel output
+    ("cpu", 8, 3, "conv_tap_matmul"),
+    ("gpu", 8, 3, None),  # XLA's convolution
+    ("tpu", 8, 8, None)])  # not few channels
+def test_wide_kernel_conv_layer_follows_the_target_platform(monkeypatch, target, cin, cout,
+                                                            form):
+  """layers.Conv with a 7x7 kernel: the formulation of the platform traced for
+  (layers.target_platform, as the train step sets it for its mesh), the same parameters,
+  outputs and gradients as nnx.Conv."""
+  calls = []
+  for name in ("conv_im2col", "conv_tap_matmul"):
+    real = getattr(layers, name)
+    monkeypatch.setattr(layers, name, lambda *a, _n=name, _r=real, **k: calls.append(_n)
+                        or _r(*a, **k))
+  pad = ((3, 3), (3, 3))
+  new = layers.Conv(cin, cout, (7, 7), padding=pad, rngs=nnx.Rngs(0))
+  ref = nnx.Conv(cin, cout, (7, 7), padding=pad, preferred_element_type=jnp.float32,
+                 rngs=nnx.Rngs(1))
+  ref_state = nnx.state(ref, nnx.Param)
+  assert jax.tree.map(jnp.shape, nnx.state(new, nnx.Param)) == jax.tree.map(jnp.shape, ref_state)
+  nnx.update(new, ref_state)  # a checkpoint of nnx.Conv
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, cin))
+  ct = jax.random.normal(jax.random.key(1), (2, 9, 9, cout))
+
+  def run(module):
+    graphdef, params = nnx.split(module)
+    y, vjp = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+    grads, dx = vjp(ct)
+    return y, dx, grads["kernel"][...], grads["bias"][...]
+
+  with layers.target_platform(target):
+    assert layers.platform() == target
+    got = run(new)
+  assert layers.platform() == jax.default_backend()
+  assert calls == ([form] if form else [])
+  for g, r in zip(got, run(ref)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)

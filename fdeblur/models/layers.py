@@ -25,8 +25,34 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 # On the CPU, convolutions with at least this many input x output channels run as one matrix
 # product over im2col patches (`conv_im2col`); narrower ones as XLA's convolution, which is as fast
-# there (benchmarks/profile_step.py). Other backends always use XLA's convolution.
+# there (benchmarks/profile_step.py). Other backends use XLA's convolution for them.
 IM2COL_MIN_CHANNELS = 128 * 128
+# Wide kernels with few channels on one side (the networks' image stems and heads: 7x7, 3 <-> ngf
+# channels) run as matrix products on every backend (`conv_wide_kernel`): XLA:TPU compiles them
+# (and their gradients) several times faster than its convolution of the same shape.
+WIDE_KERNEL_MIN_SIZE = 5
+WIDE_KERNEL_MAX_CHANNELS = 4  # the smaller of cin, cout
+WIDE_KERNEL_PLATFORMS = ("tpu", "cpu")
+
+_TARGET_PLATFORM = [None]
+
+
+@contextlib.contextmanager
+def target_platform(platform: str | None):
+  """Convolutions traced inside take the formulation of `platform` ("cpu", "gpu", "tpu"; None:
+  JAX's default backend): the program may be compiled for other devices than the host's (a TPU
+  topology compiled on a CPU host, fdeblur.aot). The choice is made when a layer is traced."""
+  previous = _TARGET_PLATFORM[0]
+  _TARGET_PLATFORM[0] = platform
+  try:
+    yield
+  finally:
+    _TARGET_PLATFORM[0] = previous
+
+
+def platform() -> str:
+  """The platform convolutions are traced for (`target_platform`, else JAX's default backend)."""
+  return _TARGET_PLATFORM[0] or jax.default_backend()
 
 
 def _patches(x, kh, kw, strides, out_h, out_w):
@@ -52,8 +78,8 @@ def conv_im2col(x, kernel, strides, padding, *, precision=None, preferred_elemen
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
   (lo_h, hi_h), (lo_w, hi_w) = padding
-  out_h = (x.shape[1] + lo_h + hi_h - kh) // strides[0] + 1
-  out_w = (x.shape[2] + lo_w + hi_w - kw) // strides[1] + 1
+  out_h = _output_size(x.shape[1], kh, strides[0], lo_h, hi_h)
+  out_w = _output_size(x.shape[2], kw, strides[1], lo_w, hi_w)
 
   # Rematerialised: the backward pass keeps x and the kernel (as XLA's convolution does) and
   # rebuilds the patches from x instead of keeping kh·kw copies of it (XLA drops the recomputed
@@ -69,27 +95,115 @@ def conv_im2col(x, kernel, strides, padding, *, precision=None, preferred_elemen
   return conv(x, kernel)
 
 
+def _output_size(n: int, k: int, s: int, lo: int, hi: int) -> int:
+  return (n + lo + hi - k) // s + 1
+
+
+def conv_tap_matmul(x, kernel, strides, padding, *, precision=None, preferred_element_type=None):
+  """lax.conv_general_dilated(x, kernel, strides, padding) (NHWC, HWIO, no dilation, one group)
+  as one matrix product of every input pixel with the kh·kw taps' (cin, cout) matrices side by
+  side, z = x · [w_00 ... w_(kh-1)(kw-1)] (cin × kh·kw·cout), then the sum over the taps of z's
+  shifted (strided) output slices: y[a, b] = sum_ij z[s a + i, s b + j, tap ij].
+
+  The counterpart of `conv_im2col` for few output channels (an image head, ngf -> 3): the kh·kw
+  copies are of the narrow output side, not of the wide input (z has kh·kw·cout channels, 147
+  for a 7x7 head to RGB), and nothing extra is kept for the backward pass (z is linear in x and
+  the kernel; the gradients are the shifted slices' pads and two matrix products). Same products
+  and parameters, summed in another order. padding: 'SAME', 'VALID' or ((lo, hi), (lo, hi)).
+  """
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = strides
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(x.shape[1:3], (kh, kw), strides, padding)
+  (lo_h, hi_h), (lo_w, hi_w) = padding
+  out_h = _output_size(x.shape[1], kh, sh, lo_h, hi_h)
+  out_w = _output_size(x.shape[2], kw, sw, lo_w, hi_w)
+  x = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lo_h, hi_h, 0), (lo_w, hi_w, 0), (0, 0, 0)))
+  z = lax.dot_general(x, kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout),
+                      (((3,), (0,)), ((), ())), precision=precision,
+                      preferred_element_type=preferred_element_type)
+  return _tap_sum(z, (kh, kw), tuple(strides), (out_h, out_w))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _tap_sum(z, kernel_size, strides, out_size):
+  """y[a, b] = sum_ij z[s a + i, s b + j, tap ij] (z: [B, H, W, kh·kw·cout], taps in (i, j)
+  order), linear in z."""
+  (kh, kw), (sh, sw), (out_h, out_w) = kernel_size, strides, out_size
+  b, cout = z.shape[0], z.shape[3] // (kh * kw)
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      t = (i * kw + j) * cout
+      tap = lax.slice(z, (0, i, j, t), (b, i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1,
+                                        t + cout), (1, sh, sw, 1))
+      y = tap if y is None else y + tap
+  return y
+
+
+def _tap_sum_fwd(z, kernel_size, strides, out_size):
+  return _tap_sum(z, kernel_size, strides, out_size), z.shape[1:3]
+
+
+def _tap_sum_bwd(kernel_size, strides, out_size, z_size, ct):
+  """dz[p, q, tap ij] = ct[(p - i) / s, (q - j) / s]: the im2col patches of ct, dilated by the
+  stride and padded by the kernel (one concatenation; the transposes of the kh·kw slices would
+  be kh·kw padded copies of z summed)."""
+  (kh, kw), (sh, sw), (out_h, out_w), (h, w) = kernel_size, strides, out_size, z_size
+  ct = lax.pad(ct, jnp.zeros((), ct.dtype),
+               ((0, 0, 0), (kh - 1, h - sh * (out_h - 1) - 1, sh - 1),
+                (kw - 1, w - sw * (out_w - 1) - 1, sw - 1), (0, 0, 0)))
+  b, _, _, cout = ct.shape
+  return (jnp.concatenate([lax.slice(ct, (0, kh - 1 - i, kw - 1 - j, 0),
+                                     (b, kh - 1 - i + h, kw - 1 - j + w, cout))
+                           for i in range(kh) for j in range(kw)], axis=3),)
+
+
+_tap_sum.defvjp(_tap_sum_fwd, _tap_sum_bwd)
+
+
+def conv_wide_kernel(x, kernel, strides, padding, *, precision=None, preferred_element_type=None):
+  """A wide-kernel convolution with few channels on one side as matrix products, the kh·kw
+  copies made of the narrow side: im2col patches of the input (`conv_im2col`) when it has at
+  most as many channels as the output (an image stem, 3 -> ngf), else the taps' products of
+  the output (`conv_tap_matmul`: an image head, ngf -> 3). Same numbers and parameters as
+  lax.conv_general_dilated (NHWC, HWIO, no dilation, one group)."""
+  cin, cout = kernel.shape[2:]
+  form = conv_im2col if cin <= cout else conv_tap_matmul
+  return form(x, kernel, strides, padding, precision=precision,
+              preferred_element_type=preferred_element_type)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          preferred_element_type=None, **kwargs):
-  """lax.conv_general_dilated (the `nnx.Conv` hook), computed by `conv_im2col` on the CPU for
-  wide 2-D NHWC/HWIO convolutions without dilation or groups; anything else goes to lax."""
-  def im2col():
-    if jax.default_backend() != "cpu" or lhs.ndim != 4 or feature_group_count != 1:
-      return False
-    if kwargs.get("out_sharding") is not None:
+  """lax.conv_general_dilated (the `nnx.Conv` hook) for 2-D NHWC/HWIO convolutions without
+  dilation or groups, by the formulation of the platform traced for (`platform()`): wide kernels
+  (>= WIDE_KERNEL_MIN_SIZE) with few channels on one side by `conv_wide_kernel` on the
+  WIDE_KERNEL_PLATFORMS, wide channels (cin·cout >= IM2COL_MIN_CHANNELS) by `conv_im2col` on the
+  CPU; anything else goes to lax."""
+  def plain_2d():
+    if lhs.ndim != 4 or feature_group_count != 1 or kwargs.get("out_sharding") is not None:
       return False
     if any(d not in (None, 1, (1, 1)) for d in (lhs_dilation, rhs_dilation)):
       return False
     if isinstance(padding, str) and padding not in ("SAME", "VALID"):
       return False
     nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-    return (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
-            and rhs.shape[2] * rhs.shape[3] >= IM2COL_MIN_CHANNELS)
+    return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
-  if im2col():
-    return conv_im2col(lhs, rhs, tuple(window_strides), padding, precision=precision,
-                       preferred_element_type=preferred_element_type)
+  form = None
+  if plain_2d():
+    kh, kw, cin, cout = rhs.shape
+    target = platform()
+    if (target in WIDE_KERNEL_PLATFORMS and min(kh, kw) >= WIDE_KERNEL_MIN_SIZE
+        and min(cin, cout) <= WIDE_KERNEL_MAX_CHANNELS):
+      form = conv_wide_kernel
+    elif target == "cpu" and cin * cout >= IM2COL_MIN_CHANNELS:
+      form = conv_im2col
+  if form is not None:
+    return form(lhs, rhs, tuple(window_strides), padding, precision=precision,
+                preferred_element_type=preferred_element_type)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                   dimension_numbers, feature_group_count, precision=precision,
                                   preferred_element_type=preferred_element_type, **kwargs)
