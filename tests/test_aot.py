@@ -102,6 +102,22 @@ def test_step_compiles_for_a_tpu_topology_without_a_tpu():
   assert "| target | v5e:2x2: 4 chips v5e, 1 hosts |" in text and "all-reduce ×1" in text
 
 
+@pytest.mark.parametrize("topology,cpu_forms", [("v5e:2x2", False), ("", True)])
+def test_step_convolutions_follow_the_platform_compiled_for(monkeypatch, topology, cpu_forms):
+  """The networks' convolutions take the formulation of the devices the step is compiled for,
+  not the host's: the CPU's matrix-product forms of the 7x7 stem and head only in a CPU step."""
+  from fdeblur.models import layers  # pylint: disable=import-outside-toplevel
+  calls = []
+  real = layers.conv_wide_kernel
+  monkeypatch.setattr(layers, "conv_wide_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
+  devices = aot.target_devices(topology)
+  cfg = _tiny()
+  setup = aot.setup_for(cfg, parallel.make_mesh(devices=np.asarray(devices)))
+  setup._step.lower(aot.abstract_state(setup),  # noqa: SLF001  (traced, not compiled)
+                    aot.abstract_batch(cfg, 2 * len(devices), setup.mesh), setup.vgg)
+  assert len(calls) == (2 if cpu_forms else 0)  # stem and head
+
+
 def test_compile_mode_prints_the_table_on_local_devices():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-m", "fdeblur.main", "--mode=compile",
