@@ -28,8 +28,8 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 # there (benchmarks/profile_step.py). Other backends use XLA's convolution for them.
 IM2COL_MIN_CHANNELS = 128 * 128
 # Wide kernels with few channels on one side (the networks' image stems and heads: 7x7, 3 <-> ngf
-# channels) run as matrix products on the CPU (`conv_wide_kernel`): forward + backward 1.6x (stem)
-# and 4.4x (head) faster than XLA:CPU's convolution (benchmarks/profile_step.py). Not on TPU:
+# channels) run as matrix products on the CPU (`conv_wide_kernel`): forward + backward 1.3x (stem)
+# and 5.8x (head) faster than XLA:CPU's convolution (benchmarks/profile_step.py). Not on TPU:
 # there they compiled only 1.1-1.4x faster and made the step's memory traffic 2-2.6x larger
 # (README, "Compiled for a TPU slice").
 WIDE_KERNEL_MIN_SIZE = 5
