@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -10,6 +12,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # references use a mesh of jax.devices()[:1]. Must be set before JAX is imported.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
+# One persistent XLA compilation cache per test run, shared by the pytest-xdist workers and by
+# the subprocesses the tests start (they inherit this environment): most of the suite's time is
+# compiling tiny programs, and the same ones (the shared checkpoint's train step, the evaluation
+# step, the blur) would otherwise compile again in every process. The controller (the process
+# without PYTEST_XDIST_WORKER) makes a fresh, empty folder before the workers start and removes
+# it at the end; a JAX_COMPILATION_CACHE_DIR set from outside is used and kept.
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and "PYTEST_XDIST_WORKER" not in os.environ:
+  _OWN_CACHE = tempfile.mkdtemp(prefix="fdeblur-test-xla-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.25")
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE and not hasattr(config, "workerinput"):
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 def load_config(name: str, variant: str = "tiny"):

@@ -122,10 +122,11 @@ def test_compile_mode_prints_the_table_on_local_devices():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-m", "fdeblur.main", "--mode=compile",
                       "--config=configs/quickstart.py:tiny", "--config.model.n_blocks=1",
-                      "--per_chip_batch=1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                      "--per_chip_batch=2"], cwd=ROOT, env=env, capture_output=True, text=True,
                      timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "| global / per-host batch | 8 / 8 |" in r.stdout
+  # (the program of test_step_on_8_cpu_devices_...: found in the run's compilation cache)
+  assert "| global / per-host batch | 16 / 16 |" in r.stdout
   assert "| collectives | all-reduce" in r.stdout and "all-gather" not in r.stdout
   bad = subprocess.run([sys.executable, "-m", "fdeblur.main", "--mode=compile",
                         "--config=configs/quickstart.py:tiny", "--topology=v9z:1x1"], cwd=ROOT,
