@@ -12,9 +12,10 @@ import time
 
 import numpy as np
 
-from conftest import ROOT
+from conftest import FAST_COMPILE, ROOT
 
-_ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+_ENV = dict(os.environ, JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}")
 
 
 def _cmd(workdir, data_dir, *extra):
@@ -63,8 +64,9 @@ def test_sigkill_after_a_checkpoint_then_restart_gives_the_same_losses(data_dir,
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   workdir = tmp_path / "preempted"
   proc = subprocess.Popen(
+      # a constant rate: the same step program as the SIGKILL test's (compiled once per run)
       _cmd(workdir, data_dir, "--config.train.num_steps=100000", "--config.train.log_every=1",
-           "--config.train.checkpoint_every=3"),
+           "--config.train.checkpoint_every=3", "--config.train.schedule=constant"),
       cwd=ROOT, env=_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 240
   while not (workdir / "checkpoints" / "3").exists() and time.time() < deadline:
@@ -86,7 +88,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(data_dir, t
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  env = dict(_ENV, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(_ENV, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}")
   procs = [subprocess.Popen(
       _cmd(workdir, data_dir, "--config.train.num_steps=100000", "--config.train.log_every=1",
            "--config.train.checkpoint_every=100000", f"--coordinator_address=127.0.0.1:{port}",
