@@ -1,21 +1,25 @@
 """The shipped face model (fdeblur/weights/face_model/, used by `python -m fdeblur.deblur` when no
 --checkpoint is given): the Fan & Luo / DeblurGAN generator, trained fully convolutionally on
 96 px patches of sharp, full-resolution photographs (`embedded_photos`: faces and natural scenes
-at native scale, 3/4 and 1/2, never enlarged) with an L2 pixel loss. (L1 was tried first: with
-sensor noise in the inputs its sign gradients on flat regions outweigh the few edge pixels, and
-the model stayed at the identity for 600 steps; the shipped run switched to L2 at step 625.)
+at native scale, 3/4 and 1/2, never enlarged). Its model card has the run and the figures.
+
+Loss: the per-image PSNR loss (`losses.psnr`), not L2: L2 lets the model spoil sharp inputs by a
+little (40 -> 38.5 dB on sharp held-out faces) because that costs nothing next to one blurred
+image's error. (L1 was tried first: with sensor noise in the inputs its sign gradients on flat
+regions outweigh the few edge pixels, and the model stayed at the identity.) The output conv
+starts at zero (`zero_head`) and the learning rate ramps up: the untrained model is the identity.
 
 The blur mixture is meant to cover real camera shake at the working resolution, and to leave
 sharp inputs alone: Boracchi & Foi trajectories rescaled to an extent of 1-20 px (full exposure:
 DeblurGAN's 1/1000 and 1/10 exposure fractions make half its kernels almost a dot), linear motion
-of 1-20 px, isotropic/anisotropic Gaussians, 10% untouched (sharp) inputs, then Gaussian sensor
+of 1-20 px, isotropic/anisotropic Gaussians, 25% untouched (sharp) inputs, then Gaussian sensor
 noise and JPEG at quality 40-95 on 30% of the samples.
 
 Network choice: ngf 16 (the paper's 64 costs ~16x) with 6 residual blocks and no dropout, 96 px
-patches, batch 8: what trains in about an hour on 2 shared CPU cores (~2-3 s/step there; 128 px
-patches ~7 s/step). Faces in the training patches are ~50-230 px wide (Haar box; median ~110:
-`dataset.face_size`, the scale the deblur command brings faces to). On a GPU, train it wider and
-longer: `--config.model.ngf=64 --config.dataset.image_size=256 --config.train.num_steps=...`.
+patches, batch 8: 7,000 steps take about 1.5 h on 2 CPU cores (~15 img/s alone). Faces in the
+training patches are ~50-230 px wide (Haar box; median ~110: `dataset.face_size`, the scale the
+deblur command brings faces to). On a GPU, train it wider and longer: `--config.model.ngf=64
+--config.dataset.image_size=128 --config.train.num_steps=100000`.
 Variant `tiny` (32 px, a few steps) for tests.
 """
 from fdeblur import config_lib
