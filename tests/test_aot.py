@@ -105,7 +105,7 @@ def test_step_compiles_for_a_tpu_topology_without_a_tpu():
 @pytest.mark.parametrize("topology,cpu_forms", [("v5e:2x2", False), ("", True)])
 def test_step_convolutions_follow_the_platform_compiled_for(monkeypatch, topology, cpu_forms):
   """The networks' convolutions take the formulation of the devices the step is compiled for,
-  not the host's: the CPU's matrix-product forms of the 7x7 stem and head only in a CPU step."""
+  not the host's: the CPU's matrix-product form of the 7x7 head only in a CPU step."""
   from fdeblur.models import layers  # pylint: disable=import-outside-toplevel
   calls = []
   real = layers.conv_wide_kernel
@@ -115,7 +115,7 @@ def test_step_convolutions_follow_the_platform_compiled_for(monkeypatch, topolog
   setup = aot.setup_for(cfg, parallel.make_mesh(devices=np.asarray(devices)))
   setup._step.lower(aot.abstract_state(setup),  # noqa: SLF001  (traced, not compiled)
                     aot.abstract_batch(cfg, 2 * len(devices), setup.mesh), setup.vgg)
-  assert len(calls) == (2 if cpu_forms else 0)  # stem and head
+  assert len(calls) == (1 if cpu_forms else 0)  # the head
 
 
 def test_compile_mode_prints_the_table_on_local_devices():

@@ -206,7 +206,7 @@ def test_wide_kernel_forms_match_lax_and_float64(form, cin, cout, kernel, stride
 
 
 @pytest.mark.parametrize("target,cin,cout,form", [
-    ("cpu", 3, 8, "conv_im2col"),  # a stem: patches of the 3-channel input
+    ("cpu", 3, 8, None),  # a stem: XLA's convolution (its im2col form is slower at ngf 16)
     ("cpu", 8, 3, "conv_tap_matmul"),  # a head: taps of the 3-channel output
     ("tpu", 8, 3, None),  # XLA's convolution
     ("gpu", 3, 8, None),

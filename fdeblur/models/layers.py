@@ -27,13 +27,15 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 # product over im2col patches (`conv_im2col`); narrower ones as XLA's convolution, which is as fast
 # there (benchmarks/profile_step.py). Other backends use XLA's convolution for them.
 IM2COL_MIN_CHANNELS = 128 * 128
-# Wide kernels with few channels on one side (the networks' image stems and heads: 7x7, 3 <-> ngf
-# channels) run as matrix products on the CPU (`conv_wide_kernel`): forward + backward 1.3x (stem)
-# and 5.8x (head) faster than XLA:CPU's convolution (benchmarks/profile_step.py). Not on TPU:
-# there they compiled only 1.1-1.4x faster and made the step's memory traffic 2-2.6x larger
-# (README, "Compiled for a TPU slice").
+# Wide kernels with few output channels (the networks' 7x7 image heads, ngf -> 3) run as matrix
+# products on the CPU (`conv_wide_kernel`): forward + backward 5.8x faster than XLA:CPU's
+# convolution at ngf 64, as fast at ngf 16 (benchmarks/profile_step.py). Stems (3 -> ngf) stay
+# XLA's: their im2col form was 1.26x faster at ngf 64, 128², batch 4, but 5-8x slower at ngf 16
+# (quickstart, face_model), where XLA's convolution has a fast path. Not on TPU: there they
+# compiled only 1.1-1.4x faster and made the step's memory traffic 2-2.6x larger (README,
+# "Compiled for a TPU slice").
 WIDE_KERNEL_MIN_SIZE = 5
-WIDE_KERNEL_MAX_CHANNELS = 4  # the smaller of cin, cout
+WIDE_KERNEL_MAX_CHANNELS = 4  # output channels
 WIDE_KERNEL_PLATFORMS = ("cpu",)
 
 _TARGET_PLATFORM = [None]
@@ -181,7 +183,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          preferred_element_type=None, **kwargs):
   """lax.conv_general_dilated (the `nnx.Conv` hook) for 2-D NHWC/HWIO convolutions without
   dilation or groups, by the formulation of the platform traced for (`platform()`): wide kernels
-  (>= WIDE_KERNEL_MIN_SIZE) with few channels on one side by `conv_wide_kernel` on the
+  (>= WIDE_KERNEL_MIN_SIZE) with few output channels by `conv_wide_kernel` on the
   WIDE_KERNEL_PLATFORMS, wide channels (cin·cout >= IM2COL_MIN_CHANNELS) by `conv_im2col` on the
   CPU; anything else goes to lax."""
   def plain_2d():
@@ -199,7 +201,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     kh, kw, cin, cout = rhs.shape
     target = platform()
     if (target in WIDE_KERNEL_PLATFORMS and min(kh, kw) >= WIDE_KERNEL_MIN_SIZE
-        and min(cin, cout) <= WIDE_KERNEL_MAX_CHANNELS):
+        and cout <= WIDE_KERNEL_MAX_CHANNELS and cout < cin):
       form = conv_wide_kernel
     elif target == "cpu" and cin * cout >= IM2COL_MIN_CHANNELS:
       form = conv_im2col
