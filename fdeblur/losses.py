@@ -1,7 +1,8 @@
 """Training losses. Images are float in [0, 1]; every loss returns a scalar mean over the batch.
 
-Pixel: L1, L2, Huber (2017), per-image PSNR (the face model). Content terms of 2019: L1 and L1 of image gradients; projection loss
-on the discriminator's penultimate features; reconstruction of the identity stream G_s.
+Pixel: L1, L2, Huber (2017), per-image PSNR (the face model). Content terms of 2019: L1 and L1
+of image gradients; projection loss on the discriminator's penultimate features; reconstruction
+of the identity stream G_s.
 Adversarial (Fan & Luo, DeblurGAN): vanilla (non-saturating), LSGAN, WGAN-GP.
 """
 from typing import Callable, NamedTuple

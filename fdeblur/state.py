@@ -32,13 +32,13 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict):
   `decay_steps`, as the 2017 paper halves it every 15k steps) or linear_decay (constant, then
   linearly to 0 from `decay_start`, as DeblurGAN), after a linear warmup from 0 over
   `warmup_steps` where set."""
-  schedule = _base_schedule(cfg)
-  if not cfg.warmup_steps:
+  schedule, warmup = _base_schedule(cfg), int(cfg.warmup_steps)
+  if not warmup:
     return schedule
   # Adam's first updates move every weight by ~lr whatever its gradient: ramp up from 0.
   return optax.join_schedules(
-      [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
-       lambda step: schedule(step + cfg.warmup_steps)], [cfg.warmup_steps])
+      [optax.linear_schedule(0.0, cfg.learning_rate, warmup),
+       lambda step: schedule(step + warmup)], [warmup])
 
 
 def _base_schedule(cfg: ml_collections.ConfigDict):
