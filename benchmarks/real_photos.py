@@ -323,7 +323,10 @@ def run_deblur(checkpoint: str, folders: list[str], out: str, extra: list[str]) 
   with open(summary_path) as f:
     summary = json.load(f)
   outputs = {os.path.realpath(v["input"]): k for k, v in summary["outputs"].items()}
-  return {"outputs": outputs, "seconds": seconds, "skipped": summary.get("skipped", {})}
+  whole = {os.path.realpath(v["input"]) for v in summary["outputs"].values()
+           if "whole_picture" in v}  # no face found: deblurred as a whole picture
+  return {"outputs": outputs, "whole": whole, "seconds": seconds,
+          "skipped": summary.get("skipped", {})}
 
 
 def write_set(folder: str, names, images):
@@ -336,18 +339,22 @@ def write_set(folder: str, names, images):
   return paths
 
 
-def read_outputs(paths, inputs, outputs) -> tuple[np.ndarray, int]:
+def read_outputs(paths, inputs, run: dict) -> tuple[np.ndarray, str]:
   """The command's outputs in input order; an input without output stays as it was (what the
-  user is left with). Returns (images, number of images the command processed)."""
-  images, done = [], 0
+  user is left with). Returns (images, "F/N" images whose face the command deblurred, with
+  " + W whole" for those it deblurred whole because it found no face)."""
+  images, faces, whole = [], 0, 0
   for path, img in zip(paths, inputs):
-    out = outputs.get(path)
+    out = run["outputs"].get(path)
     if out is None:
       images.append(img)
       continue
     images.append(read_rgb(out))
-    done += 1
-  return np.stack(images), done
+    if path in run.get("whole", ()):
+      whole += 1
+    else:
+      faces += 1
+  return np.stack(images), f"{faces}/{len(images)}" + (f" + {whole} whole" if whole else "")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,14 +438,13 @@ def main(argv) -> int:
     rows = [("blurred input", score(data["blurred"])),
             ("unsharp mask", score(unsharp_mask(data["blurred"], face)))]
     for label, run in runs.items():
-      images, done = read_outputs(paths[(face, "blurred")], data["blurred"], run["outputs"])
-      rows.append((f"deblurred: {label}", dict(score(images), deblurred=f"{done}/{len(images)}")))
+      images, done = read_outputs(paths[(face, "blurred")], data["blurred"], run)
+      rows.append((f"deblurred: {label}", dict(score(images), deblurred=done)))
     unblurred = score(data["unblurred"])
     rows.append(("unblurred input (noise only)", unblurred))
     for label, run in runs.items():
-      images, done = read_outputs(paths[(face, "unblurred")], data["unblurred"], run["outputs"])
-      r = score(images)
-      r["deblurred"] = f"{done}/{len(images)}"
+      images, done = read_outputs(paths[(face, "unblurred")], data["unblurred"], run)
+      r = dict(score(images), deblurred=done)
       rows.append((f"unblurred → {label} ({r['psnr'] - unblurred['psnr']:+.2f} dB)", r))
     lines = table(face, data, rows, with_faces)
     print("\n".join(lines) + "\n", flush=True)

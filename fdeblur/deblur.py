@@ -22,8 +22,10 @@ while the PNG holds the decoded input exactly except in the face regions.
 Faces: the detector's confidence must reach --min_confidence, and a weak detection (below
 faces.SURE_CONFIDENCE) must also show an eye in the
 box's upper part (the landmark check, --noface_check turns it off); rejected candidates are
-listed. Damaged or truncated files (any decoder warning) and face-less inputs are skipped and
-listed at the end; the exit code is 0 when at least one input succeeded, 1 when none did, and
+listed. A picture in which no face is found (heavy blur defeats face detectors) is deblurred
+whole at its own resolution, in overlapping tiles of a face crop's size blended smoothly
+(`--no_face=skip` skips it instead; videos and --faces_only always need a face). Damaged or
+truncated files (any decoder warning) and skipped inputs are listed at the end; the exit code is 0 when at least one input succeeded, 1 when none did, and
 that of fdeblur/errors.py for a bad flag, checkpoint or --out (one line, before any work).
 """
 import dataclasses
@@ -122,6 +124,7 @@ def plan(inputs, out_dir: str, faces_only: bool = False,
 
 
 SCALES = ("train", "native", "squeeze")
+NO_FACE = ("whole", "skip")  # what an image without a detected face gets
 # Input sides each generator accepts (its total stride); crops outside "squeeze" are rounded to it.
 SIZE_MULTIPLE = {"deblurgan": 4, "identity_gan": 256}
 DEFAULT_MULTIPLE = 32
@@ -222,6 +225,49 @@ class Deblurrer:
       source = crop if self.paste_mode == "residual" else None
       image = faces.paste_back(image, out, mat, self.feather, source_crop=source)
     return image
+
+  def deblur_whole(self, image, rgb8):
+    """`image` (uint8 or uint16 RGB) with the model's change over the whole picture, computed
+    on `rgb8` at its own resolution in overlapping tiles of a face crop's size (the context the
+    model sees for a face; instance norm makes one huge tile unlike training) and added back
+    with weights that fall off towards each tile's border. Returns (new image, tile count)."""
+    tile = self.crop_size((0.0, 0.0, self.face_size, self.face_size))
+    multiple = SIZE_MULTIPLE.get(self.config.model.name, DEFAULT_MULTIPLE)
+    h, w = rgb8.shape[:2]
+    th, tw = (min(tile, -(-n // multiple) * multiple) for n in (h, w))
+    padded = np.pad(rgb8, ((0, max(0, th - h)), (0, max(0, tw - w)), (0, 0)),
+                    mode="symmetric")
+    origins = [(y, x) for y in tile_origins(padded.shape[0], th)
+               for x in tile_origins(padded.shape[1], tw)]
+    crops = [padded[y:y + th, x:x + tw] for y, x in origins]
+    deltas = [out - crop.astype(np.float32) / 255.0 for out, crop in zip(self.run(crops), crops)]
+    delta = blend_tiles(padded.shape[:2], origins, deltas)[:h, :w]
+    top = float(np.iinfo(image.dtype).max)
+    out = np.clip(image.astype(np.float32) + top * delta + 0.5, 0, top).astype(image.dtype)
+    return out, len(origins)
+
+
+def tile_origins(length: int, tile: int) -> list[int]:
+  """Start offsets of tiles of `tile` px covering `length` px (>= tile), overlapping by at least
+  a quarter of a tile; the last tile ends at the border."""
+  if length <= tile:
+    return [0]
+  n = 1 + -(-(length - tile) // (tile - tile // 4))  # tiles needed with a step of 3/4 tile
+  return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def blend_tiles(shape, origins, deltas) -> np.ndarray:
+  """[H, W, C] weighted mean of the tiles' [th, tw, C] `deltas` placed at `origins` (y, x):
+  each tile weighs 1 in its centre, falling linearly towards its border (never to 0, so every
+  pixel of a covered picture has weight), so seams between tiles do not show."""
+  th, tw, c = deltas[0].shape
+  ramp = [np.minimum(np.arange(n) + 1.0, np.arange(n, 0, -1.0)) / max(1.0, n / 4) for n in (th, tw)]
+  weight = np.minimum(np.clip(ramp[0], 0, 1)[:, None], np.clip(ramp[1], 0, 1)[None, :])[..., None]
+  total, wsum = np.zeros((*shape, c), np.float32), np.zeros((*shape, 1), np.float32)
+  for (y, x), d in zip(origins, deltas):
+    total[y:y + th, x:x + tw] += weight * d
+    wsum[y:y + th, x:x + tw] += weight
+  return total / np.maximum(wsum, 1e-12)
 
 
 def check_checkpoint(checkpoint: str) -> None:
@@ -341,14 +387,20 @@ def _write_crops(folder, prefix, outputs):
                  np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def process_image(d: Deblurrer, job: Job, faces_only: bool, overwrite: bool = False) -> dict:
+def process_image(d: Deblurrer, job: Job, faces_only: bool, overwrite: bool = False,
+                  no_face: str = "whole") -> dict:
   picture = read_picture(job.path)
   rejected_before = len(d.rejected)
   found = d.crops(picture.rgb8())
   rejected = [{"box": [float(v) for v in b], "reason": r} for b, r in d.rejected[rejected_before:]]
   if not found:
     why = f" ({len(rejected)} candidate(s) rejected: {rejected[0]['reason']})" if rejected else ""
-    raise ValueError("no face found" + why)
+    if faces_only or no_face == "skip":
+      raise ValueError("no face found" + why)
+    picture.rgb, tiles = d.deblur_whole(picture.rgb, picture.rgb8())
+    write_picture(job.out, picture, overwrite)
+    return {"faces": [], "whole_picture": f"no face found{why}: deblurred whole in {tiles} "
+                                           "tile(s)", "rejected": rejected}
   outputs = d.run([c for _, _, c, _ in found])
   if faces_only:
     _write_crops(job.out, "", outputs)
@@ -448,6 +500,9 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_float("face_size", 0.0, "With --scale=train: the face size (px, detector box) to "
                      "deblur at (0: the model's, config.dataset.face_size or image_size / margin).",
                      flag_values=fv)
+  flags.DEFINE_enum("no_face", "whole", list(NO_FACE), "An image in which no face is found: "
+                    "whole: deblur the whole picture at its own resolution; skip: leave it out "
+                    "(listed as skipped).", flag_values=fv)
   flags.DEFINE_float("smooth", 0.5, "Video: weight of the previous frame's face box (0 = none).",
                      flag_values=fv)
   flags.DEFINE_integer("batch_size", 0, "Faces per device batch (0: config.eval.batch_size).",
@@ -525,7 +580,7 @@ def run_jobs(d: Deblurrer, jobs, skipped, args) -> int:
         info = process_video(d, job, args.faces_only, progress=None if args.quiet else tqdm,
                              smoothing=args.smooth)
       else:
-        info = process_image(d, job, args.faces_only, args.overwrite)
+        info = process_image(d, job, args.faces_only, args.overwrite, args.no_face)
     except FileExistsError:
       skipped.append((job.path, f"{job.out} appeared meanwhile (pass --overwrite)"))
       continue
@@ -539,8 +594,12 @@ def run_jobs(d: Deblurrer, jobs, skipped, args) -> int:
     json.dump(summary, f, indent=1)
   faces_n = sum(len(v["faces"]) if isinstance(v["faces"], list) else v["faces"]
                 for v in summary["outputs"].values())
-  print(f"deblurred {len(done)} of {len(done) + len(skipped)} inputs ({faces_n} faces) into "
-        f"{os.path.abspath(args.out)}")
+  whole = [(v["input"], v["whole_picture"]) for v in summary["outputs"].values()
+           if "whole_picture" in v]
+  print(f"deblurred {len(done)} of {len(done) + len(skipped)} inputs ({faces_n} faces"
+        f"{f', {len(whole)} whole pictures' if whole else ''}) into {os.path.abspath(args.out)}")
+  for path, what in whole:
+    print(f"whole picture {path}: {what}")
   for path, reason in skipped:
     print(f"skipped {path}: {reason}")
   for out, info in summary["outputs"].items():

@@ -44,6 +44,25 @@ def test_feather_mask_and_paste_back_leave_the_outside_alone():
   assert (brighter.astype(int) >= image.astype(int)).all() and (brighter > image).any()
 
 
+def test_tiles_cover_the_picture_and_blend_to_the_field_they_carry():
+  assert deblur.tile_origins(32, 32) == [0]
+  assert deblur.tile_origins(300, 152) == [0, 74, 148]  # overlaps >= a quarter tile
+  for length, tile in ((33, 32), (160, 32), (1000, 152)):
+    o = deblur.tile_origins(length, tile)
+    assert o[0] == 0 and o[-1] + tile == length
+    assert all(0 < b - a <= tile - tile // 4 for a, b in zip(o, o[1:]))
+  # Tiles holding crops of one smooth field blend back to exactly that field, seams included;
+  # a tile of a different field moves only the pixels it covers, weighted by position.
+  h, w = 70, 90
+  field = np.random.default_rng(0).normal(size=(h, w, 3)).astype(np.float32)
+  origins = [(y, x) for y in deblur.tile_origins(h, 32) for x in deblur.tile_origins(w, 32)]
+  deltas = [field[y:y + 32, x:x + 32] for y, x in origins]
+  np.testing.assert_allclose(deblur.blend_tiles((h, w), origins, deltas), field, atol=1e-5)
+  ones = [np.ones((32, 32, 1), np.float32) * (k == 0) for k in range(len(origins))]
+  mixed = deblur.blend_tiles((h, w), origins, ones)[..., 0]
+  assert mixed[0, 0] == 1.0 and mixed[-1, -1] == 0.0 and 0 < mixed[20, 28] < 1
+
+
 def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
   src = tmp_path / "in"
   src.mkdir()
@@ -57,10 +76,18 @@ def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
                     "--quiet", "--paste", "replace"])
   assert rc == 0
   summary = json.load(open(out / "deblur_summary.json"))
-  assert set(summary["skipped"]) == {str(src / "noface.png"), str(src / "broken.jpg"),
-                                     str(tmp_path / "missing.png")}
-  assert "no face" in summary["skipped"][str(src / "noface.png")]
+  assert set(summary["skipped"]) == {str(src / "broken.jpg"), str(tmp_path / "missing.png")}
   assert "readable" in summary["skipped"][str(src / "broken.jpg")]
+  # No face: the whole picture is deblurred (tiles of a face crop's size: 32 px here).
+  whole = summary["outputs"][str(out / "noface.png")]
+  assert whole["faces"] == [] and "no face found" in whole["whole_picture"]
+  assert "in 35 tile(s)" in whole["whole_picture"]  # 120 x 160: 5 x 7 tiles of 32 px, step 24
+  assert cv2.imread(str(out / "noface.png")).shape == (120, 160, 3)
+  out_skip = tmp_path / "out_skip"
+  assert deblur.main(["--checkpoint", workdir, str(src / "noface.png"), "--out", str(out_skip),
+                      "--quiet", "--no_face", "skip"]) == 1
+  skipped = json.load(open(out_skip / "deblur_summary.json"))["skipped"]
+  assert "no face" in skipped[str(src / "noface.png")] and not (out_skip / "noface.png").exists()
   result = cv2.cvtColor(cv2.imread(str(out / "two.png")), cv2.COLOR_BGR2RGB)
   assert result.shape == image.shape
   found = summary["outputs"][str(out / "two.png")]["faces"]
