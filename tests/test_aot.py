@@ -108,8 +108,8 @@ def test_step_convolutions_follow_the_platform_compiled_for(monkeypatch, topolog
   not the host's: the CPU's matrix-product form of the 7x7 head only in a CPU step."""
   from fdeblur.models import layers  # pylint: disable=import-outside-toplevel
   calls = []
-  real = layers.conv_wide_kernel
-  monkeypatch.setattr(layers, "conv_wide_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
+  real = layers.conv_tap_matmul
+  monkeypatch.setattr(layers, "conv_tap_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
   devices = aot.target_devices(topology)
   cfg = _tiny()
   setup = aot.setup_for(cfg, parallel.make_mesh(devices=np.asarray(devices)))

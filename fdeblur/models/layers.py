@@ -28,7 +28,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 # there (benchmarks/profile_step.py). Other backends use XLA's convolution for them.
 IM2COL_MIN_CHANNELS = 128 * 128
 # Wide kernels with few output channels (the networks' 7x7 image heads, ngf -> 3) run as matrix
-# products on the CPU (`conv_wide_kernel`): forward + backward 5.8x faster than XLA:CPU's
+# products on the CPU (`conv_tap_matmul`): forward + backward 5.8x faster than XLA:CPU's
 # convolution at ngf 64, as fast at ngf 16 (benchmarks/profile_step.py). Stems (3 -> ngf) stay
 # XLA's: their im2col form was 1.26x faster at ngf 64, 128², batch 4, but 5-8x slower at ngf 16
 # (quickstart, face_model), where XLA's convolution has a fast path. Not on TPU: there they
@@ -166,24 +166,12 @@ def _tap_sum_bwd(kernel_size, strides, out_size, z_size, ct):
 _tap_sum.defvjp(_tap_sum_fwd, _tap_sum_bwd)
 
 
-def conv_wide_kernel(x, kernel, strides, padding, *, precision=None, preferred_element_type=None):
-  """A wide-kernel convolution with few channels on one side as matrix products, the kh·kw
-  copies made of the narrow side: im2col patches of the input (`conv_im2col`) when it has at
-  most as many channels as the output (an image stem, 3 -> ngf), else the taps' products of
-  the output (`conv_tap_matmul`: an image head, ngf -> 3). Same numbers and parameters as
-  lax.conv_general_dilated (NHWC, HWIO, no dilation, one group)."""
-  cin, cout = kernel.shape[2:]
-  form = conv_im2col if cin <= cout else conv_tap_matmul
-  return form(x, kernel, strides, padding, precision=precision,
-              preferred_element_type=preferred_element_type)
-
-
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, precision=None,
                          preferred_element_type=None, **kwargs):
   """lax.conv_general_dilated (the `nnx.Conv` hook) for 2-D NHWC/HWIO convolutions without
   dilation or groups, by the formulation of the platform traced for (`platform()`): wide kernels
-  (>= WIDE_KERNEL_MIN_SIZE) with few output channels by `conv_wide_kernel` on the
+  (>= WIDE_KERNEL_MIN_SIZE) with few output channels by `conv_tap_matmul` on the
   WIDE_KERNEL_PLATFORMS, wide channels (cin·cout >= IM2COL_MIN_CHANNELS) by `conv_im2col` on the
   CPU; anything else goes to lax."""
   def plain_2d():
@@ -202,7 +190,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     target = platform()
     if (target in WIDE_KERNEL_PLATFORMS and min(kh, kw) >= WIDE_KERNEL_MIN_SIZE
         and cout <= WIDE_KERNEL_MAX_CHANNELS and cout < cin):
-      form = conv_wide_kernel
+      form = conv_tap_matmul
     elif target == "cpu" and cin * cout >= IM2COL_MIN_CHANNELS:
       form = conv_im2col
   if form is not None:
