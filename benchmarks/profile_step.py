@@ -211,8 +211,8 @@ def time_adam(ngf, repeats):
 
 
 def time_step(ngf, size, batch, repeats, xla=False):
-  run_jax, run_torch, _ = make_steps(ngf, size, batch, xla_convolutions=xla)
-  t_jax, t_torch = interleaved_medians([run_jax, run_torch], repeats)
+  steps = make_steps(ngf, size, batch, xla_convolutions=xla)
+  t_jax, t_torch = interleaved_medians([steps.jax, steps.torch], repeats)
   label = "**whole step** (L1 + Adam)" + (", XLA's convs (before)" if xla else "")
   return {"key": "step", "op": label, "shape": f"{batch}×{size}²×3",
           "count": 1, "jax_fwd": None, "jax_fb": t_jax * 1e3, "torch_fb": t_torch * 1e3}

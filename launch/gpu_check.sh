@@ -12,7 +12,8 @@
 # 4. a short training run of every paper config at its paper size on the embedded faces (and a
 #    synthetic face-video set for chrysos2019, whose frozen stage 1 is the hourglass run just
 #    made); random VGG19 weights for the perceptual loss (no weights file on that machine);
-# 5. `benchmarks.vs_pytorch` at 64/128/256 on the GPU.
+# 5. `benchmarks.vs_pytorch` at 64/128/256 with both sides on the GPU, float32 and bfloat16,
+#    GPU-sized batches, MFU (QUICK=1: --device=auto, i.e. the CPU there, one tiny row).
 # Every step logs to gpu_results/NAME.log; a failing step is reported and the next one runs.
 # The summary (gpu_results/summary.md) lists each step's status and the tables.
 #
@@ -147,22 +148,31 @@ EOF
 fi
 
 if wanted vs_pytorch; then
+  # JAX and PyTorch both on the GPU (--device=gpu: an error naming the side that sees none),
+  # in float32 and in bfloat16 (the JAX model's compute dtype / PyTorch autocast), at the GPU
+  # rows (ngf 16 at batch 16 and 64; ngf 64 at the paper's 1, 16 and 64), with MFU.
   if [[ $QUICK == 1 ]]; then
-    run vs_pytorch "$PY" -m benchmarks.vs_pytorch --steps 2 --sizes 32
+    VS=(--device=auto --steps 2 --sizes 32 --rows 16:2)
   else
-    run vs_pytorch "$PY" -m benchmarks.vs_pytorch --sizes 64,128,256
+    VS=(--device=gpu --sizes 64,128,256)
   fi
+  for dtype in float32 bfloat16; do
+    run "vs_pytorch_$dtype" "$PY" -m benchmarks.vs_pytorch "${VS[@]}" --dtype="$dtype"
+  done
 fi
 
 {
   echo; echo "| step | status | time | command |"; echo "|---|---|---:|---|"
   cat "$SUMMARY"
-  for f in "$OUT"/benchmarks.md "$OUT"/vs_pytorch.log; do
-    [[ -f $f ]] && { echo; echo "## $(basename "$f")"; grep '^|' "$f"; }
+  for f in "$OUT"/benchmarks.md "$OUT"/vs_pytorch_*.log; do
+    if [[ -f $f ]]; then echo; echo "## $(basename "$f")"; grep -E '^(\||JAX |MFU: )' "$f"; fi
   done
   for log in "$OUT"/train_*.log; do
-    [[ -f $log ]] && { echo; echo "## $(basename "$log" .log)"; grep -E "step +[0-9]+/|PSNR" "$log" | tail -n 3; }
+    if [[ -f $log ]]; then
+      echo; echo "## $(basename "$log" .log)"; grep -E "step +[0-9]+/|PSNR" "$log" | tail -n 3
+    fi
   done
+  true  # (an unmatched glob above must not leave the summary unwritten)
 } > "$OUT/summary.tmp" && mv "$OUT/summary.tmp" "$SUMMARY"
 echo "summary: $SUMMARY"
 cat "$SUMMARY"

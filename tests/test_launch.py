@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 import yaml
@@ -160,3 +161,59 @@ def test_benchmarks_main_writes_one_table_per_benchmark(tmp_path):
   # Rows split by other output are kept; a table printed twice gives its final copy.
   assert extract("x\n| h |\n|---|\nDataset built\n| 1 |\n") == "x\n\n| h |\n|---|\n| 1 |"
   assert extract("| h |\n|---|\n| 1 |\n\n| h |\n|---|\n| 2 |\n") == "| h |\n|---|\n| 2 |"
+
+
+def test_vs_pytorch_device_selection_and_rows(monkeypatch):
+  """--device=auto runs both sides on the GPU only when JAX and PyTorch both see one (never JAX on
+  the GPU against PyTorch on the CPU); --device=gpu names the side that sees none; --rows parses."""
+  from benchmarks import vs_pytorch as vp
+  with pytest.raises(ValueError, match=r"^--device=gpu: no GPU visible to JAX \(default backend"):
+    vp.select_device("gpu")  # the tests' JAX sees CPU devices only
+  assert vp.select_device("cpu")[0].platform == "cpu"
+  gpu = types.SimpleNamespace(platform="gpu")
+  for jax_gpus, torch_cuda, expected in (([], True, "cpu"), ([gpu], False, "cpu"),
+                                         ([gpu], True, "cuda"), ([gpu], None, "cuda")):
+    monkeypatch.setattr(vp, "_jax_gpus", lambda g=jax_gpus: g)
+    monkeypatch.setattr(vp, "_torch_cuda", lambda c=torch_cuda: c)
+    assert vp.select_device("auto")[1] == expected, (jax_gpus, torch_cuda)
+  monkeypatch.setattr(vp, "_torch_cuda", lambda: False)
+  with pytest.raises(ValueError, match=r"to PyTorch \(torch.cuda.is_available\(\) is False\)$"):
+    vp.select_device("gpu")
+  assert vp.parse_rows("16:16, 64:4") == [(16, 16), (64, 4)]
+  assert vp.parse_rows(vp.DEFAULT_ROWS["gpu"])[2] == (64, 1)  # the paper's batch on a GPU
+  with pytest.raises(ValueError, match=r"^--rows=16x4: expected NGF:BATCH"):
+    vp.parse_rows("16x4")
+
+
+def test_vs_pytorch_table_rows_and_gpu_mfu_columns():
+  from benchmarks import vs_pytorch as vp
+  r = {"ngf": 16, "size": 64, "batch": 16, "params": 1_234_567, "flops": 2e12, "jax_ms": 10.0,
+       "torch_ms": 12.5, "before_ms": 20.0}
+  cpu = vp.table_row(r, False, None)
+  assert cpu == "| deblurgan ngf 16 | 64² | 16 | 1,234,567 | 10.0 | 12.5 | 1.25× |"
+  # On a GPU (a peak known): GFLOP/step, then FLOPs / step time / peak for each side.
+  gpu = vp.table_row(r, True, 1e15)
+  assert gpu.endswith("| 20.0 | 0.62× | 1.25× | 2,000.0 | 20.0% | 16.0% |"), gpu
+  for row, before, peak in ((cpu, False, None), (gpu, True, 1e15)):
+    head, sep = vp.table_header(before, peak).splitlines()
+    assert head.count("|") == sep.count("|") == row.count("|")
+  assert "MFU" not in vp.table_header(False, None)
+  no_torch = dict(r, torch_ms=None, flops=None)
+  assert vp.table_row(no_torch, False, 1e15).endswith("| 10.0 | n/a | n/a | n/a | n/a | n/a |")
+
+
+def test_vs_pytorch_runs_a_tiny_bfloat16_row_on_the_cpu_and_refuses_a_missing_gpu():
+  common = [sys.executable, "-m", "benchmarks.vs_pytorch", "--steps", "1", "--sizes", "16",
+            "--rows", "4:2", "--threads", "1"]
+  r = subprocess.run(common + ["--device=cpu", "--dtype=bfloat16"], cwd=ROOT, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  lines = r.stdout.splitlines()
+  assert "both sides compute in bfloat16" in lines[0] and " on cpu;" in lines[0]
+  rows = [l for l in lines if l.startswith("| deblurgan")]
+  assert len(rows) == 1 and rows[0].startswith("| deblurgan ngf 4 | 16² | 2 | 31,939 | ")
+  assert "MFU" not in r.stdout  # no peak FLOP/s on the CPU
+  bad = subprocess.run(common + ["--device=gpu"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert bad.returncode != 0
+  assert bad.stderr.splitlines()[-1].startswith("vs_pytorch: --device=gpu: no GPU visible to JAX")
