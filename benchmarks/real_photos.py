@@ -361,6 +361,18 @@ def read_outputs(paths, inputs, run: dict) -> tuple[np.ndarray, str]:
 # Report.
 
 
+def before_after(rows: list[list[np.ndarray]], side: int = 240) -> np.ndarray:
+  """One RGB picture of `rows` of images, each resized to side x side, 4 px white gutters."""
+  gutter = 4
+  out = np.full((len(rows) * (side + gutter) - gutter,
+                 max(len(r) for r in rows) * (side + gutter) - gutter, 3), 255, np.uint8)
+  for i, row in enumerate(rows):
+    for j, img in enumerate(row):
+      y, x = i * (side + gutter), j * (side + gutter)
+      out[y:y + side, x:x + side] = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+  return out
+
+
 def table(face: int, data: dict, rows: list[tuple[str, dict]], with_faces: bool) -> list[str]:
   from fdeblur.report import _fmt  # pylint: disable=import-outside-toplevel
   n = len(data["name"])
@@ -400,6 +412,9 @@ def define_flags():
   flags.DEFINE_string("save", "", "Folder to keep the images and outputs in (default: a "
                       "temporary folder).")
   flags.DEFINE_string("json", "", "Write every number to this file.")
+  flags.DEFINE_string("figure", "", "Write a before/after picture here (PNG): per face size, one "
+                      "row of blurred | first deblurred run | sharp for --figure_face.")
+  flags.DEFINE_string("figure_face", "obama", "The held-out photograph (its name) in --figure.")
 
 
 def main(argv) -> int:
@@ -428,7 +443,7 @@ def main(argv) -> int:
       out = os.path.join(work, "outputs", f"{len(runs):02d}")
       runs[label] = run_deblur(ckpt, folders, out, shlex.split(setting))
       print(f"deblur command ({label}): {runs[label]['seconds']:.0f} s", flush=True)
-  results = {}
+  results, figure_rows = {}, []
   print(f"\nHeld-out real photographs (benchmarks/real_photos.py, seed {args.seed}); face region "
         f"= {REGION} x the face box. Unsharp mask: OpenCV, sigma {UNSHARP[0]:g} px per "
         f"{REFERENCE_FACE} px of face, amount {UNSHARP[1]:g}.\n")
@@ -437,9 +452,12 @@ def main(argv) -> int:
     with_faces = score.analysis is not None
     rows = [("blurred input", score(data["blurred"])),
             ("unsharp mask", score(unsharp_mask(data["blurred"], face)))]
-    for label, run in runs.items():
+    for k, (label, run) in enumerate(runs.items()):
       images, done = read_outputs(paths[(face, "blurred")], data["blurred"], run)
       rows.append((f"deblurred: {label}", dict(score(images), deblurred=done)))
+      i = next((i for i, n in enumerate(data["name"]) if args.figure_face in n), None)
+      if k == 0 and args.figure and i is not None:
+        figure_rows.append([data["blurred"][i], images[i], data["sharp"][i]])
     unblurred = score(data["unblurred"])
     rows.append(("unblurred input (noise only)", unblurred))
     for label, run in runs.items():
@@ -450,6 +468,12 @@ def main(argv) -> int:
     print("\n".join(lines) + "\n", flush=True)
     results[face] = {"faces": data["name"], "extent": data["extent"],
                      "upscale": data["upscale"], "rows": dict(rows)}
+  if args.figure:
+    if not figure_rows:
+      print(f"--figure_face={args.figure_face}: no held-out face of that name", file=sys.stderr)
+    else:
+      cv2.imwrite(args.figure, cv2.cvtColor(before_after(figure_rows), cv2.COLOR_RGB2BGR))
+      print(f"before/after picture: {args.figure}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({str(k): v for k, v in results.items()}, f, indent=1)

@@ -131,3 +131,16 @@ def test_scorer_on_a_real_face():
   worse = score(blurred)
   assert worse["psnr"] < 30 and worse["ssim"] < 0.9 and worse["identity"] < 1.0
   assert worse["landmark_auc"] < same["landmark_auc"]
+
+
+def test_before_after_picture_places_each_image_in_its_cell():
+  colours = [[(255, 0, 0), (0, 255, 0), (0, 0, 255)], [(10, 20, 30), (40, 50, 60), (70, 80, 90)]]
+  rows = [[np.full((s, s, 3), c, np.uint8) for s, c in zip((256, 100, 1024), row)]
+          for row in colours]
+  out = rp.before_after(rows, side=50)
+  assert out.shape == (2 * 50 + 4, 3 * 50 + 2 * 4, 3)
+  for i, row in enumerate(colours):
+    for j, c in enumerate(row):
+      cell = out[i * 54:i * 54 + 50, j * 54:j * 54 + 50]
+      assert (cell == np.array(c, np.uint8)).all()
+  assert (out[50:54] == 255).all() and (out[:, 50:54] == 255).all()  # white gutters
