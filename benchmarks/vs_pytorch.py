@@ -20,8 +20,8 @@ batch 1, then 16 and 64 at ngf 64). --dtype bfloat16: the JAX generator computes
 (`config.model.dtype`, as any fdeblur config can set it: float32 parameters, bfloat16
 activations, float32 norms) and PyTorch's forward and loss run under
 `torch.autocast(dtype=torch.bfloat16)` (float32 parameters and optimiser on both sides).
-On an accelerator the table adds the step's GFLOP (XLA's cost analysis of the compiled JAX
-step, the same network's FLOPs for both sides) and each side's MFU against the device's dense
+On an accelerator the table adds the step's GFLOP (XLA's cost analysis of the lowered JAX step,
+the same network's FLOPs for both sides) and each side's MFU against the device's dense
 bf16 peak (`benchmarks.train_step.PEAK_FLOPS`).
 """
 import contextlib
@@ -169,10 +169,12 @@ def parse_rows(text: str) -> list[tuple[int, int]]:
 
 
 def _flops(jitted, args) -> tuple:
-  """(compiled executable, its FLOPs from XLA's cost analysis or None)."""
+  """(compiled executable, the step's FLOPs or None): XLA's cost analysis of the lowered step
+  (the program as traced, before backend rewrites: the model's FLOPs, its convolutions as
+  convolutions on every backend), else of the compiled one."""
   lowered = jitted.lower(*args)
   compiled = lowered.compile()
-  for analysis in (compiled, lowered):
+  for analysis in (lowered, compiled):
     try:
       cost = analysis.cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -195,9 +197,10 @@ def make_steps(ngf, size, batch, xla_convolutions=False, device=None, torch_devi
   rng = np.random.default_rng(0)
   blurry = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
   sharp = rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
-  with jax.default_device(device):
-    nets = jax_generator(ngf, xla_convolutions, dtype)
   tx = optax.adam(1e-4, b1=0.5, b2=0.999)
+  with jax.default_device(device):  # parameters and optimiser state made on the device
+    nets = jax_generator(ngf, xla_convolutions, dtype)
+    state = [nets.params, tx.init(nets.params)]
 
   def step(params, opt_state, x, y):
     def loss_fn(p):
@@ -206,7 +209,6 @@ def make_steps(ngf, size, batch, xla_convolutions=False, device=None, torch_devi
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  state = jax.device_put([nets.params, tx.init(nets.params)], device)
   xj, yj = jax.device_put(blurry, device), jax.device_put(sharp, device)
   with layers.target_platform(device.platform):  # the convolutions of the device's platform
     jstep, flops = _flops(jax.jit(step, donate_argnums=(0, 1)), (*state, xj, yj))
@@ -319,6 +321,9 @@ def main(argv):
     torch.set_num_threads(args.threads)
     where = (f"on cuda ({torch.cuda.get_device_name(0)})" if on_gpu
              else f"{args.threads} threads")
+    if on_gpu:  # float32 convolutions: TF32 on both sides unless configured otherwise
+      where += (f", cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, JAX default precision "
+                f"{jax.config.jax_default_matmul_precision or 'default'}")
     torch_note = f"PyTorch {torch.__version__} eager, {where}"
   except ImportError:
     torch_note = "PyTorch not installed (pip install torch==2.13.0): no comparison"
@@ -327,8 +332,8 @@ def main(argv):
   print(f"JAX {jax.__version__} on {device.device_kind}; {torch_note}{dtype_note}")
   peak = peak_flops(device)
   if peak:
-    print(f"MFU: XLA's FLOPs of the JAX step / step time / {peak / 1e12:.0f} TFLOP/s "
-          f"(dense bf16 peak of {device.device_kind})")
+    print(f"MFU: XLA's FLOPs of the JAX step (also PyTorch's) / step time / "
+          f"{peak / 1e12:.0f} TFLOP/s (dense bf16 peak of {device.device_kind})")
   print()
   print(table_header(args.before, peak))
   for ngf, batch in rows:

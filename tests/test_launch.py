@@ -202,6 +202,24 @@ def test_vs_pytorch_table_rows_and_gpu_mfu_columns():
   assert vp.table_row(no_torch, False, 1e15).endswith("| 10.0 | n/a | n/a | n/a | n/a | n/a |")
 
 
+def test_vs_pytorch_step_flops_are_the_generators():
+  """The FLOPs behind the MFU columns: forward + backward is ~3x the forward convolutions'
+  2·MACs (counted here by hand for ngf 4 at 16², batch 2), plus norms and Adam."""
+  import jax
+  from benchmarks import vs_pytorch as vp
+  ngf, size, batch = 4, 16, 2
+  s2, s4 = (size // 2) ** 2, (size // 4) ** 2
+  macs = (49 * 3 * ngf * size**2 + 9 * ngf * 2 * ngf * s2 + 9 * 2 * ngf * 4 * ngf * s4  # stem, downs
+          + 12 * 9 * (4 * ngf) ** 2 * s4  # 6 residual blocks of 2 convolutions
+          + 9 * 4 * ngf * 2 * ngf * s4 + 9 * 2 * ngf * ngf * s2  # transposed convolutions
+          + 49 * ngf * 3 * size**2)  # head
+  steps = vp.make_steps(ngf, size, batch, device=jax.devices("cpu")[0])
+  forward = 2 * macs * batch
+  assert 2.5 * forward < steps.flops < 4.5 * forward, (steps.flops, forward)
+  steps.jax()
+  steps.jax()  # the donated state is handed on from step to step
+
+
 def test_vs_pytorch_runs_a_tiny_bfloat16_row_on_the_cpu_and_refuses_a_missing_gpu():
   common = [sys.executable, "-m", "benchmarks.vs_pytorch", "--steps", "1", "--sizes", "16",
             "--rows", "4:2", "--threads", "1"]
