@@ -117,7 +117,7 @@ class Steps(NamedTuple):
   jax: Callable[[], None]  # one JAX step, waited for
   torch: Callable[[], None] | None  # one PyTorch step, waited for (None: torch not installed)
   params: int  # parameter count (equal on both sides)
-  flops: float | None  # XLA's FLOPs of the compiled JAX step
+  flops: float | None  # XLA's FLOPs of the JAX step (`_flops`)
 
 
 def _jax_gpus() -> list:
