@@ -3,7 +3,7 @@ layer of the network timed alone, forward and forward + backward, JAX (jit, fdeb
 to PyTorch eager (the same op, same shapes, same weights), then the whole step (vs_pytorch's).
 
     python -m benchmarks.profile_step [--ngf 64] [--size 128] [--batch 4] [--repeats 5]
-        [--ops res,res_xla,up1,up1_xla,step,...] [--xla_dump DIR]
+        [--ops res,res_xla,res_im2col,res_winograd2,up1,up1_xla,step,...] [--xla_dump DIR]
 
 Each row's op runs on its own input shape at the given width/image size; "× in net" is how often
 the network runs it per step, and "share" is count × JAX forward + backward over the sum of the
@@ -22,6 +22,8 @@ intra-op threads as there are cores (its default); XLA:CPU's Eigen pool also use
 an op lowers to (e.g. `grep -l convolution DIR/*after_optimizations.txt`).
 """
 import contextlib
+import functools
+import math
 import os
 import sys
 
@@ -46,7 +48,11 @@ def define_flags():
   flags.DEFINE_integer("repeats", 5, "Timed rounds per row.")
   flags.DEFINE_list("ops", [], "Row keys (default: all but the *_xla rows): pad3, stem, norm1, "
                     "down1, down2, norm2, norm3, pad1, res, up1, up2, pad3h, head, adam, step; "
-                    "KEY_xla: the conv/step row with XLA's own convolution ops (before).")
+                    "KEY_xla: the conv/step row with XLA's own convolution ops (before); "
+                    "KEY_im2col, KEY_winograd, KEY_winograd2 (conv rows): that layer with "
+                    "layers.conv_im2col, conv_winograd F(4x4, 3x3) or F(2x2, 3x3) whatever "
+                    "the platform hook would choose; step_nowinograd: the step without "
+                    "conv_winograd.")
   flags.DEFINE_string("xla_dump", "", "Directory for XLA's optimised HLO of every jitted row.")
   flags.DEFINE_integer("threads", os.cpu_count() or 1, "PyTorch intra-op threads.")
 
@@ -66,6 +72,27 @@ def _torch_convT_weight(kernel):
   return np.ascontiguousarray(np.transpose(np.asarray(kernel)[::-1, ::-1], (2, 3, 0, 1)))
 
 
+# KEY_FORM rows: the conv layer with this formulation instead of the platform hook's choice.
+FORMS = {
+    "im2col": layers.conv_im2col,
+    "winograd": functools.partial(layers.conv_winograd, tile=4),
+    "winograd2": functools.partial(layers.conv_winograd, tile=2),
+}
+_FORCED = [None]
+CONV_KEYS = ("stem", "down1", "down2", "res", "head")
+
+
+def _forced_hook(form):
+  """An `nnx.Conv` conv_general_dilated that always computes `form` (2-D NHWC, no dilation)."""
+  def hook(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+           dimension_numbers=None, feature_group_count=1, precision=None,
+           preferred_element_type=None, **kwargs):
+    del lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, kwargs
+    return form(lhs, rhs, tuple(window_strides), padding, precision=precision,
+                preferred_element_type=preferred_element_type)
+  return hook
+
+
 def op_specs(ngf, size, batch, n_blocks=6):
   """Row key -> (label, input NHWC shape, count in the network, builder). A builder returns
   (jax_fn(params, x), params, torch_module or None)."""
@@ -79,7 +106,8 @@ def op_specs(ngf, size, batch, n_blocks=6):
 
   def conv(cin, cout, k, stride=1, padding="VALID"):
     def build():
-      m = layers.Conv(cin, cout, (k, k), strides=stride, padding=padding, rngs=rngs)
+      forced = {} if _FORCED[0] is None else {"conv_general_dilated": _forced_hook(_FORCED[0])}
+      m = layers.Conv(cin, cout, (k, k), strides=stride, padding=padding, rngs=rngs, **forced)
       fn, params = module_fn(m)
       t = tnn.Conv2d(cin, cout, k, stride=stride,
                      padding=0 if padding == "VALID" else padding[0][0])
@@ -135,12 +163,17 @@ def _copy(module, weight, bias):
     module.bias.copy_(torch.from_numpy(np.asarray(bias)))
 
 
-def time_op(key, spec, repeats, xla=False):
-  """xla: the layer built with XLA's own convolution ops (`layers.xla_convolutions`)."""
+def time_op(key, spec, repeats, form=""):
+  """form "xla": the layer built with XLA's own convolution ops (`layers.xla_convolutions`); a
+  key of FORMS: with that formulation (conv rows)."""
   import torch  # pylint: disable=import-outside-toplevel
   label, shape, count, build = spec
-  with layers.xla_convolutions() if xla else contextlib.nullcontext():
-    fn, params, tmod = build()
+  _FORCED[0] = FORMS.get(form)
+  try:
+    with layers.xla_convolutions() if form == "xla" else contextlib.nullcontext():
+      fn, params, tmod = build()
+  finally:
+    _FORCED[0] = None
   rng = np.random.default_rng(0)
   x = rng.standard_normal(shape).astype(np.float32)
   input_grad = key not in ("pad3", "stem")
@@ -175,8 +208,9 @@ def time_op(key, spec, repeats, xla=False):
   t_fwd, t_fb, t_torch = interleaved_medians(
       [lambda: fwd(params, xj).block_until_ready(),
        lambda: jax.block_until_ready(fb(params, xj)), run_torch], repeats)
-  if xla:
-    key, label, count = key + "_xla", label + ", XLA's op (before)", 0
+  if form:
+    key, label, count = f"{key}_{form}", label + (", XLA's op (before)" if form == "xla" else
+                                                  f", {form}"), 0
   return {"key": key, "op": label, "shape": "×".join(map(str, shape)), "count": count,
           "jax_fwd": t_fwd * 1e3, "jax_fb": t_fb * 1e3, "torch_fb": t_torch * 1e3}
 
@@ -210,10 +244,19 @@ def time_adam(ngf, repeats):
           "jax_fwd": None, "jax_fb": t_jax * 1e3, "torch_fb": t_torch * 1e3}
 
 
-def time_step(ngf, size, batch, repeats, xla=False):
-  steps = make_steps(ngf, size, batch, xla_convolutions=xla)
+def time_step(ngf, size, batch, repeats, form=""):
+  """form "xla": the network with XLA's own convolution ops; "nowinograd": traced with the 3x3
+  stride-1 convolutions in the form they took before `layers.conv_winograd` (same parameters)."""
+  steps = make_steps(ngf, size, batch, xla_convolutions=form == "xla")
+  if form == "nowinograd":  # the warm-up call traces and compiles the step, which jit keeps
+    saved, layers.WINOGRAD_MIN_CHANNELS = layers.WINOGRAD_MIN_CHANNELS, math.inf
+    try:
+      steps.jax()
+    finally:
+      layers.WINOGRAD_MIN_CHANNELS = saved
   t_jax, t_torch = interleaved_medians([steps.jax, steps.torch], repeats)
-  label = "**whole step** (L1 + Adam)" + (", XLA's convs (before)" if xla else "")
+  label = "**whole step** (L1 + Adam)" + {"": "", "xla": ", XLA's convs (before)",
+                                          "nowinograd": ", without Winograd"}[form]
   return {"key": "step", "op": label, "shape": f"{batch}×{size}²×3",
           "count": 1, "jax_fwd": None, "jax_fb": t_jax * 1e3, "torch_fb": t_torch * 1e3}
 
@@ -232,10 +275,15 @@ def main(argv):
   torch.set_num_threads(args.threads)
   specs = op_specs(args.ngf, args.size, args.batch)
   keys = list(args.ops) or [*specs, "adam", "step"]
-  unknown = [k for k in keys if k.removesuffix("_xla") not in [*specs, "adam", "step"]]
+  def known(k):
+    base, _, form = k.partition("_")
+    if base in ("adam", "step"):
+      return form == "" or base == "step" and form in ("xla", "nowinograd")
+    return base in specs and (form in ("", "xla") or form in FORMS and base in CONV_KEYS)
+  unknown = [k for k in keys if not known(k)]
   if unknown:
     raise SystemExit(f"--ops: unknown keys {unknown}; known: {[*specs, 'adam', 'step']} "
-                     "(each also as KEY_xla)")
+                     f"(each also as KEY_xla, the conv rows as KEY_{{{','.join(FORMS)}}})")
   print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind} ({os.cpu_count()} cores); "
         f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads; DeblurGAN "
         f"generator ngf {args.ngf}, {args.size}², batch {args.batch}; median of {args.repeats} "
@@ -246,13 +294,13 @@ def main(argv):
   print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
   rows = []
   for key in keys:
-    base, xla = key.removesuffix("_xla"), key.endswith("_xla")
+    base, _, form = key.partition("_")
     if base == "adam":
       r = time_adam(args.ngf, args.repeats)
     elif base == "step":
-      r = time_step(args.ngf, args.size, args.batch, args.repeats, xla)
+      r = time_step(args.ngf, args.size, args.batch, args.repeats, form)
     else:
-      r = time_op(base, specs[base], args.repeats, xla)
+      r = time_op(base, specs[base], args.repeats, form)
     rows.append(r)
     print(_row(r, None), flush=True)
   total = sum(r["count"] * r["jax_fb"] for r in rows if r["key"] != "step")

@@ -20,11 +20,12 @@ def _value_and_grads(fn, x, w, ct):
   return (y, *vjp(ct))
 
 
-def _assert_close(got, want, what):
+def _assert_close(got, want, what, tolerance=2e-6):
+  """Equal to `tolerance` times the largest value of each reference array."""
   for g, r, name in zip(got, want, ("output", "input grad", "kernel grad")):
     assert g.shape == r.shape, f"{what}: {name} shape {g.shape} != {r.shape}"
     scale = float(jnp.max(jnp.abs(r))) or 1.0
-    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=2e-6 * scale,
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=tolerance * scale,
                                err_msg=f"{what}: {name}")
 
 
@@ -136,9 +137,9 @@ def test_wide_conv_layer_is_nnx_conv_and_narrow_ones_stay_xla(monkeypatch):
 
 
 def test_deblurgan_generator_same_numbers_as_with_xla_convolutions():
-  """The whole DeblurGAN generator (wide enough that its residual and up convs take the im2col
-  path, its up convs the sub-pixel one) against the same network built with XLA's own
-  convolutions: same parameters, outputs and gradients."""
+  """The whole DeblurGAN generator (wide enough that its residual convs take the Winograd path
+  and its up convs the sub-pixel one through im2col) against the same network built with XLA's
+  own convolutions: same parameters, outputs and gradients."""
   from fdeblur.models.deblurgan import DeblurGANGenerator  # pylint: disable=import-outside-toplevel
   new = DeblurGANGenerator(ngf=32, n_blocks=1, dropout=0.0, rngs=nnx.Rngs(0))
   with layers.xla_convolutions():
@@ -238,3 +239,84 @@ def test_wide_kernel_conv_layer_follows_the_target_platform(monkeypatch, target,
   assert calls == ([form] if form else [])
   for g, r in zip(got, _layer_value_and_grads(ref, x, ct)):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("batch,height,width,cin,cout,padding", [
+    (2, 10, 10, 3, 4, "VALID"),  # whole tiles at tile 4 (DeblurGAN's residual: after its pad)
+    (2, 9, 12, 5, 6, "SAME"),  # odd sizes: padded to whole tiles and cropped
+    (1, 3, 3, 4, 3, "VALID"),  # one output pixel
+    (1, 4, 7, 2, 5, ((2, 0), (1, 3)))])
+def test_winograd_conv_matches_lax_and_float64(tile, batch, height, width, cin, cout, padding):
+  """conv_winograd (forward and its custom VJP: input and kernel gradients) equal to lax's
+  convolution and to a float64 NumPy reference, within F(m, 3)'s float32 rounding."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.standard_normal((batch, height, width, cin)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)), jnp.float32)
+  ref_fn = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), padding,  # noqa: E731
+                                                 dimension_numbers=NHWC)
+  new_fn = lambda x, w: layers.conv_winograd(x, w, (1, 1), padding, tile=tile)  # noqa: E731
+  y = ref_fn(x, w)
+  ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+  got = jax.jit(lambda x, w, ct: _value_and_grads(new_fn, x, w, ct))(x, w, ct)
+  what = f"F({tile}, 3) {x.shape} {cin}->{cout} padding {padding}"
+  tolerance = 2e-6 if tile == 2 else 1e-5  # F(4, 3)'s transforms round more (1/2, -2, 1/6)
+  _assert_close(got, _value_and_grads(ref_fn, x, w, ct), what, tolerance)
+  pads = (lax.padtype_to_pads(x.shape[1:3], (3, 3), (1, 1), padding)
+          if isinstance(padding, str) else padding)
+  _assert_close(got, _conv_f64(x, w, 1, pads, ct), what + " (float64)", tolerance)
+
+
+def test_winograd_matrices_are_exact_minimal_filters():
+  """F(m, 3) in float64: AT [(G g) ⊙ (BT d)] is the 3-tap correlation of the tile d."""
+  rng = np.random.default_rng(3)
+  for m in (2, 4):
+    at, g, bt = (np.asarray(a) for a in layers.winograd_matrices(m))
+    assert at.shape == (m, m + 2) and g.shape == (m + 2, 3) and bt.shape == (m + 2, m + 2)
+    d, f = rng.standard_normal(m + 2), rng.standard_normal(3)
+    np.testing.assert_allclose(at @ ((g @ f) * (bt @ d)), np.correlate(d, f, "valid"),
+                               rtol=0, atol=1e-13)
+
+
+def test_winograd_conv_rejects_other_kernels():
+  x, w = jnp.zeros((1, 6, 6, 2)), jnp.zeros((3, 3, 2, 2))
+  with pytest.raises(ValueError, match="3x3 kernel at stride 1.*strides \\(2, 2\\)"):
+    layers.conv_winograd(x, w, (2, 2), "SAME")
+  with pytest.raises(ValueError, match="kernel \\(5, 5\\)"):
+    layers.conv_winograd(x, jnp.zeros((5, 5, 2, 2)), (1, 1), "SAME")
+  with pytest.raises(ValueError, match="tile 3"):
+    layers.conv_winograd(x, w, (1, 1), "SAME", tile=3)
+
+
+@pytest.mark.parametrize("target,cin,stride,dtype,form", [
+    ("cpu", 64, 1, jnp.float32, "conv_winograd"),  # DeblurGAN's residual conv at ngf 16
+    ("cpu", 32, 1, jnp.float32, None),  # narrower: XLA's convolution
+    ("cpu", 128, 2, jnp.float32, "conv_im2col"),  # stride 2, wide: im2col
+    ("cpu", 64, 1, jnp.bfloat16, None),  # Winograd's transforms in bfloat16 would round too much
+    ("tpu", 64, 1, jnp.float32, None)])
+def test_3x3_conv_layer_takes_winograd_on_the_cpu(monkeypatch, target, cin, stride, dtype, form):
+  """layers.Conv 3x3 (cin -> cin): the hook's formulation for the platform, width, stride and
+  dtype, with nnx.Conv's parameters, outputs and gradients."""
+  calls = []
+  for name in ("conv_im2col", "conv_winograd"):
+    real = getattr(layers, name)
+    monkeypatch.setattr(layers, name, lambda *a, _n=name, _r=real, **k: calls.append(_n)
+                        or _r(*a, **k))
+  kw = dict(strides=stride, padding=((1, 1), (1, 1)), dtype=dtype,
+            preferred_element_type=jnp.float32)
+  new = layers.Conv(cin, cin, (3, 3), **kw, rngs=nnx.Rngs(0))
+  ref = nnx.Conv(cin, cin, (3, 3), **kw, rngs=nnx.Rngs(1))
+  ref_state = nnx.state(ref, nnx.Param)
+  assert jax.tree.map(jnp.shape, nnx.state(new, nnx.Param)) == jax.tree.map(jnp.shape, ref_state)
+  nnx.update(new, ref_state)
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, cin))
+  ct = jax.random.normal(jax.random.key(1), (2, 9 // stride + (stride > 1), 9 // stride
+                                             + (stride > 1), cin))
+  with layers.target_platform(target):
+    got = _layer_value_and_grads(new, x, ct)
+  assert calls == ([form] if form else [])
+  tol = 5e-2 if dtype == jnp.bfloat16 else 1e-5
+  for g, r in zip(got, _layer_value_and_grads(ref, x, ct)):
+    scale = float(jnp.max(jnp.abs(r))) or 1.0
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), rtol=0,
+                               atol=tol * scale)
