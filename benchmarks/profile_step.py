@@ -7,7 +7,8 @@ to PyTorch eager (the same op, same shapes, same weights), then the whole step (
 
 Each row's op runs on its own input shape at the given width/image size; "× in net" is how often
 the network runs it per step, and "share" is count × JAX forward + backward over the sum of the
-rows (the step's time as these ops see it; fusion across layers is not in it). Forward + backward
+rows (the step's time as these ops see it; fusion across layers is not in it; rows of another
+formulation, KEY_xla, KEY_im2col, KEY_winograd..., count 0 times). Forward + backward
 is one `jax.vjp` with a fixed random cotangent: gradients of the parameters and of the input
 (the input's only where the network needs it: not for the first pad and conv). The PyTorch side
 does the same (`backward(cotangent)`, `requires_grad` as on the JAX side). Before timing, each
@@ -283,7 +284,8 @@ def main(argv):
   unknown = [k for k in keys if not known(k)]
   if unknown:
     raise SystemExit(f"--ops: unknown keys {unknown}; known: {[*specs, 'adam', 'step']} "
-                     f"(each also as KEY_xla, the conv rows as KEY_{{{','.join(FORMS)}}})")
+                     f"(each also as KEY_xla, the conv rows as KEY_{{{','.join(FORMS)}}}; "
+                     "step_nowinograd)")
   print(f"JAX {jax.__version__} on {jax.devices()[0].device_kind} ({os.cpu_count()} cores); "
         f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads; DeblurGAN "
         f"generator ngf {args.ngf}, {args.size}², batch {args.batch}; median of {args.repeats} "
@@ -313,14 +315,14 @@ def main(argv):
   for r in sorted(rows, key=lambda r: (r["key"] == "step", -r["count"] * r["jax_fb"])):
     print(_row(r, total))
   op_rows = [r for r in rows if r["key"] != "step"]
-  if op_rows:
-    jt = sum(r["count"] * r["jax_fb"] for r in op_rows)
-    tt = sum(r["count"] * r["torch_fb"] for r in op_rows)
+  jt = sum(r["count"] * r["jax_fb"] for r in op_rows)
+  tt = sum(r["count"] * r["torch_fb"] for r in op_rows)
+  if jt:  # (rows of other forms count 0 times in the network)
     print(f"| sum of op rows × count | | | | {jt:,.1f} | {tt:,.1f} | {tt / jt:.2f}× | |")
 
 
 def _row(r, total):
-  share = "" if (total is None or r["key"] == "step") else \
+  share = "" if (not total or r["key"] == "step") else \
       f"{100 * r['count'] * r['jax_fb'] / total:.0f}%"
   return (f"| {r['op']} | {r['shape']} | {r['count']} | {_ms(r['jax_fwd'])} | "
           f"{_ms(r['jax_fb'])} | {_ms(r['torch_fb'])} | {r['torch_fb'] / r['jax_fb']:.2f}× | "
