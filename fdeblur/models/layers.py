@@ -37,9 +37,10 @@ IM2COL_MIN_CHANNELS = 128 * 128
 # "Compiled for a TPU slice").
 # 3x3 stride-1 float32 convolutions with at least this many input x output channels (DeblurGAN's
 # residual convolutions from ngf 16 on) run as Winograd F(WINOGRAD_TILE² x 3²) on the CPU
-# (`conv_winograd`): forward + backward 1.6x faster than XLA:CPU's convolution at 64 channels
-# (ngf 16, 16² maps) and 2.6x faster than the im2col form at 256 (ngf 64, 32² maps)
-# (benchmarks/profile_step.py --ops res,res_xla,res_im2col); narrower ones were not measured.
+# (`conv_winograd`): forward + backward 1.9x faster than XLA:CPU's convolution at 64 channels
+# (ngf 16, 16² maps) and 3.1x faster than the im2col form at 256 (ngf 64, 32² maps), 1.4-1.8x
+# PyTorch's oneDNN (benchmarks/profile_step.py --ops res,res_xla,res_im2col,res_winograd);
+# narrower ones were not measured.
 WINOGRAD_MIN_CHANNELS = 64 * 64
 WINOGRAD_TILE = 4
 WIDE_KERNEL_MIN_SIZE = 5
@@ -420,7 +421,7 @@ def xla_convolutions():
 
 def Conv(*args, **kwargs) -> nnx.Conv:
   """nnx.Conv whose products run in the computation dtype and accumulate into a float32 output,
-  wide layers computed by `conv_im2col` on the CPU (same parameters).
+  on the CPU the formulation `conv_general_dilated` picks for its shape (same parameters).
 
   A bfloat16 output would round each activation relative to its magnitude before the batch or
   instance norm that follows subtracts the mean (catastrophic cancellation where the mean is
