@@ -245,16 +245,22 @@ def time_adam(ngf, repeats):
           "jax_fwd": None, "jax_fb": t_jax * 1e3, "torch_fb": t_torch * 1e3}
 
 
+@contextlib.contextmanager
+def _without_winograd():
+  """Convolutions traced inside do not take `layers.conv_winograd` (its channel threshold off)."""
+  saved, layers.WINOGRAD_MIN_CHANNELS = layers.WINOGRAD_MIN_CHANNELS, math.inf
+  try:
+    yield
+  finally:
+    layers.WINOGRAD_MIN_CHANNELS = saved
+
+
 def time_step(ngf, size, batch, repeats, form=""):
   """form "xla": the network with XLA's own convolution ops; "nowinograd": traced with the 3x3
   stride-1 convolutions in the form they took before `layers.conv_winograd` (same parameters)."""
-  steps = make_steps(ngf, size, batch, xla_convolutions=form == "xla")
-  if form == "nowinograd":  # the warm-up call traces and compiles the step, which jit keeps
-    saved, layers.WINOGRAD_MIN_CHANNELS = layers.WINOGRAD_MIN_CHANNELS, math.inf
-    try:
-      steps.jax()
-    finally:
-      layers.WINOGRAD_MIN_CHANNELS = saved
+  with _without_winograd() if form == "nowinograd" else contextlib.nullcontext():
+    steps = make_steps(ngf, size, batch, xla_convolutions=form == "xla")
+    steps.jax()  # traced and compiled here (if make_steps has not), kept by jit
   t_jax, t_torch = interleaved_medians([steps.jax, steps.torch], repeats)
   label = "**whole step** (L1 + Adam)" + {"": "", "xla": ", XLA's convs (before)",
                                           "nowinograd": ", without Winograd"}[form]

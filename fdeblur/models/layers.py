@@ -315,8 +315,9 @@ def _winograd_fwd(x, kernel, m, precision, preferred_element_type):
 
 
 def _winograd_bwd(m, precision, preferred_element_type, residuals, ct):
-  """Both gradients from the transform domain: dM = A^T-transpose of ct, the kernel's
-  dU = V^T dM and the input's dV = dM U^T per tile position, then the transforms' transposes."""
+  """Both gradients in the transform domain: dM (the output transform's transpose of ct), per
+  tile position the kernel's dU = V^T dM and the input's dV = dM U^T, then the kernel and input
+  transforms' transposes (V is recomputed from x)."""
   del preferred_element_type
   x, kernel = residuals
   b, (h, w), (cin, cout) = x.shape[0], ct.shape[1:3], kernel.shape[2:]
