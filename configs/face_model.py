@@ -16,7 +16,8 @@ of 1-20 px, isotropic/anisotropic Gaussians, 25% untouched (sharp) inputs, then 
 noise and JPEG at quality 40-95 on 30% of the samples.
 
 Network choice: ngf 16 (the paper's 64 costs ~16x) with 6 residual blocks and no dropout, 96 px
-patches, batch 8: 7,000 steps take about 1.5 h on 2 CPU cores (~15 img/s alone). Faces in the
+patches, batch 8: 7,000 steps take about 1.5 h on 2 CPU cores (~15 img/s alone); the shipped
+weights continued the run with a warm restart to `--config.train.num_steps=12100` (model card). Faces in the
 training patches are ~50-230 px wide (Haar box; median ~110: `dataset.face_size`, the scale the
 deblur command brings faces to). On a GPU, train it wider and longer: `--config.model.ngf=64
 --config.dataset.image_size=128 --config.train.num_steps=100000`.
