@@ -145,14 +145,23 @@ def test_deblur_keeps_the_users_files_and_formats(trained_tiny, user_images, tmp
   printed = capsys.readouterr().out
   summary = json.load(open(out / "deblur_summary.json"))
   skipped = summary["skipped"]
-  # 7: a truncated JPEG is skipped with the decoder's reason, not deblurred with grey rows.
-  assert "truncated" in skipped[str(user_images / "cut.jpg")]
-  # 3: the coffee cup is not a face; the rejection is reported.
-  assert "no eye found" in skipped[str(user_images / "coffee.png")]
-  assert f"skipped {user_images / 'coffee.png'}: no face found (1 candidate" in printed
 
   def read(p):
     return cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+
+  def read_shape(p):
+    return read(p).shape
+
+  # 7: a truncated JPEG is skipped with the decoder's reason, not deblurred with grey rows.
+  assert "truncated" in skipped[str(user_images / "cut.jpg")]
+  # 3: the coffee cup is not a face; the rejection is reported, and the picture is deblurred
+  # whole (--no_face=whole, the default) into a new file.
+  coffee = summary["outputs"][str(out / "coffee.png")]
+  assert coffee["faces"] == [] and "no eye found" in coffee["rejected"][0]["reason"]
+  assert f"whole picture {user_images / 'coffee.png'}: no face found (1 candidate" in printed
+  assert read_shape(out / "coffee.png") == read_shape(user_images / "coffee.png")
+  assert str(user_images / "coffee.png") not in skipped
+
 
   for name, out_name in (("rgba.png", "rgba.png"), ("deep.png", "deep.png"),
                          ("gray.png", "gray.png"), ("photo.jpg", "photo.png")):
@@ -175,7 +184,7 @@ def test_deblur_keeps_the_users_files_and_formats(trained_tiny, user_images, tmp
   after_first = _snapshot(out)
   assert deblur.main(args) == errors.WouldOverwrite.exit_code
   line = _one_line(capsys.readouterr().err, "fdeblur.deblur")
-  assert "already holds 5 of this run's output files" in line and "--overwrite" in line
+  assert "already holds 6 of this run's output files" in line and "--overwrite" in line
   assert _snapshot(out) == after_first
   # ... an input whose output name is a user's file already in --out
   mine = tmp_path / "mine.png"
