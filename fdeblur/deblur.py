@@ -25,8 +25,9 @@ box's upper part (the landmark check, --noface_check turns it off); rejected can
 listed. A picture in which no face is found (heavy blur defeats face detectors) is deblurred
 whole at its own resolution, in overlapping tiles of a face crop's size blended smoothly
 (`--no_face=skip` skips it instead; videos and --faces_only always need a face). Damaged or
-truncated files (any decoder warning) and skipped inputs are listed at the end; the exit code is 0 when at least one input succeeded, 1 when none did, and
-that of fdeblur/errors.py for a bad flag, checkpoint or --out (one line, before any work).
+truncated files (any decoder warning) and skipped inputs are listed at the end; the exit code is
+0 when at least one input succeeded, 1 when none did, and that of fdeblur/errors.py for a bad
+flag, checkpoint or --out (one line, before any work).
 """
 import dataclasses
 import itertools
@@ -261,7 +262,8 @@ def blend_tiles(shape, origins, deltas) -> np.ndarray:
   each tile weighs 1 in its centre, falling linearly towards its border (never to 0, so every
   pixel of a covered picture has weight), so seams between tiles do not show."""
   th, tw, c = deltas[0].shape
-  ramp = [np.minimum(np.arange(n) + 1.0, np.arange(n, 0, -1.0)) / max(1.0, n / 4) for n in (th, tw)]
+  ramp = [np.minimum(np.arange(n) + 1.0, np.arange(n, 0, -1.0)) / max(1.0, n / 4)
+          for n in (th, tw)]
   weight = np.minimum(np.clip(ramp[0], 0, 1)[:, None], np.clip(ramp[1], 0, 1)[None, :])[..., None]
   total, wsum = np.zeros((*shape, c), np.float32), np.zeros((*shape, 1), np.float32)
   for (y, x), d in zip(origins, deltas):
