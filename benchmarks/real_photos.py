@@ -455,9 +455,10 @@ def main(argv) -> int:
     for k, (label, run) in enumerate(runs.items()):
       images, done = read_outputs(paths[(face, "blurred")], data["blurred"], run)
       rows.append((f"deblurred: {label}", dict(score(images), deblurred=done)))
-      i = next((i for i, n in enumerate(data["name"]) if args.figure_face in n), None)
-      if k == 0 and args.figure and i is not None:
-        figure_rows.append([data["blurred"][i], images[i], data["sharp"][i]])
+      if k == 0 and args.figure:
+        i = next((i for i, n in enumerate(data["name"]) if args.figure_face in n), None)
+        if i is not None:
+          figure_rows.append([data["blurred"][i], images[i], data["sharp"][i]])
     unblurred = score(data["unblurred"])
     rows.append(("unblurred input (noise only)", unblurred))
     for label, run in runs.items():

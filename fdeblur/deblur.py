@@ -171,6 +171,7 @@ class Deblurrer:
     self.predict = inference.Predictor(nets, train_state,
                                        batch_size or self.config.eval.batch_size)
     self.size = int(self.config.dataset.image_size)
+    self.multiple = SIZE_MULTIPLE.get(self.config.model.name, DEFAULT_MULTIPLE)
     self.margin = margin or float(self.config.dataset.margin)
     self.detector, self.feather, self.paste_mode = detector, feather, paste
     self.min_confidence, self.face_check = min_confidence, face_check
@@ -206,8 +207,8 @@ class Deblurrer:
     if self.scale == "squeeze":
       return self.size
     face = max(box[2], box[3]) if self.scale == "native" else self.face_size
-    multiple = SIZE_MULTIPLE.get(self.config.model.name, DEFAULT_MULTIPLE)
-    return max(multiple, int(round(self.margin * face / multiple)) * multiple)
+    m = self.multiple
+    return max(m, int(round(self.margin * face / m)) * m)
 
   def run(self, crops_u8: list) -> list:
     """Deblurs uint8 crops (any number; crops of one size share device batches); float [0, 1]
@@ -233,9 +234,8 @@ class Deblurrer:
     model sees for a face; instance norm makes one huge tile unlike training) and added back
     with weights that fall off towards each tile's border. Returns (new image, tile count)."""
     tile = self.crop_size((0.0, 0.0, self.face_size, self.face_size))
-    multiple = SIZE_MULTIPLE.get(self.config.model.name, DEFAULT_MULTIPLE)
     h, w = rgb8.shape[:2]
-    th, tw = (min(tile, -(-n // multiple) * multiple) for n in (h, w))
+    th, tw = (min(tile, -(-n // self.multiple) * self.multiple) for n in (h, w))
     padded = np.pad(rgb8, ((0, max(0, th - h)), (0, max(0, tw - w)), (0, 0)),
                     mode="symmetric")
     origins = [(y, x) for y in tile_origins(padded.shape[0], th)

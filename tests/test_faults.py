@@ -149,9 +149,6 @@ def test_deblur_keeps_the_users_files_and_formats(trained_tiny, user_images, tmp
   def read(p):
     return cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
 
-  def read_shape(p):
-    return read(p).shape
-
   # 7: a truncated JPEG is skipped with the decoder's reason, not deblurred with grey rows.
   assert "truncated" in skipped[str(user_images / "cut.jpg")]
   # 3: the coffee cup is not a face; the rejection is reported, and the picture is deblurred
@@ -159,7 +156,7 @@ def test_deblur_keeps_the_users_files_and_formats(trained_tiny, user_images, tmp
   coffee = summary["outputs"][str(out / "coffee.png")]
   assert coffee["faces"] == [] and "no eye found" in coffee["rejected"][0]["reason"]
   assert f"whole picture {user_images / 'coffee.png'}: no face found (1 candidate" in printed
-  assert read_shape(out / "coffee.png") == read_shape(user_images / "coffee.png")
+  assert read(out / "coffee.png").shape == read(user_images / "coffee.png").shape
   assert str(user_images / "coffee.png") not in skipped
 
 
