@@ -126,6 +126,7 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.loss = ml_collections.ConfigDict()
   c.loss.pixel = "l1"  # l1 | l2 | huber | psnr
   c.loss.pixel_weight = 1.0
+  c.loss.psnr_floor = 1e-4  # pixel=psnr: MSE below which an image weighs no more (losses.psnr)
   c.loss.gradient_weight = 0.0  # L1 of image gradients (2019: λcg)
   c.loss.perceptual_weight = 0.0  # VGG19 features (DeblurGAN: 100)
   c.loss.adversarial_weight = 1.0
@@ -157,6 +158,10 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.train.decay_start = 0  # linear_decay: constant until this step
   c.train.warmup_steps = 0  # linear ramp of the learning rate from 0 before the schedule
   c.train.ema_decay = 0.0  # > 0 keeps an EMA of the generator, used for evaluation
+  # Fine-tuning: an exported weights folder (`python -m fdeblur.weights`; "default" = the shipped
+  # face model) whose generator starts a fresh run (not a resume: step, optimiser and EMA start
+  # anew from it). Its network must be the config's.
+  c.train.init_from = ""
   # Log the 10th/50th/90th percentile of the batch's blurred-input PSNR: they need the
   # per-sample values of every device (small all-gathers), so only configs that ask for them.
   c.train.log_blur_percentiles = False

@@ -5,6 +5,7 @@ of image gradients; projection loss on the discriminator's penultimate features;
 of the identity stream G_s.
 Adversarial (Fan & Luo, DeblurGAN): vanilla (non-saturating), LSGAN, WGAN-GP.
 """
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -24,26 +25,32 @@ def huber(pred, target, delta: float = 1.0):
   return jnp.mean(optax.losses.huber_loss(pred, target, delta=delta))
 
 
-# psnr: the MSE floor (40 dB): below it an image weighs no more (noise of sigma 0.01 is ~40 dB).
+# psnr: the default MSE floor (40 dB): below it an image weighs no more (noise of sigma 0.01 is
+# ~40 dB). config.loss.psnr_floor overrides it.
 PSNR_FLOOR_MSE = 1e-4
 
 
-def psnr(pred, target):
+def psnr(pred, target, floor: float = PSNR_FLOOR_MSE):
   """Mean over the images of 10 log10(1 + MSE_i / floor): 40 dB minus each image's PSNR where it
   is far below 40 dB, 0 for a perfect image. The mean PSNR benchmarks report, as a loss: L2 weighs
   an image by its MSE, so a sharp input the model spoils by 0.005 RMS (45 -> 40 dB) costs it
   nothing next to a blurred one at 22 dB; here each image's gradient is scaled by
-  1 / (MSE_i + floor), and doing no harm to near-sharp inputs counts as much as deblurring."""
+  1 / (MSE_i + floor), and doing no harm to near-sharp inputs counts as much as deblurring.
+  A larger floor (1e-3: 30 dB) gives heavily blurred images more weight next to near-sharp ones."""
   mse = jnp.mean(jnp.square(pred - target), axis=tuple(range(1, pred.ndim)))
-  return jnp.mean(10.0 * jnp.log10(1.0 + mse / PSNR_FLOOR_MSE))
+  return jnp.mean(10.0 * jnp.log10(1.0 + mse / floor))
 
 
 PIXEL_LOSSES = {"l1": l1, "l2": l2, "huber": huber, "psnr": psnr}
 
 
-def pixel_loss(name: str):
+def pixel_loss(name: str, psnr_floor: float = PSNR_FLOOR_MSE):
   if name not in PIXEL_LOSSES:
     raise ValueError(f"config.loss.pixel={name!r} is not one of {sorted(PIXEL_LOSSES)}")
+  if name == "psnr":
+    if not psnr_floor > 0:
+      raise ValueError(f"config.loss.psnr_floor={psnr_floor!r} must be > 0 (an MSE)")
+    return functools.partial(psnr, floor=psnr_floor)
   return PIXEL_LOSSES[name]
 
 

@@ -85,7 +85,7 @@ def make_step(config, g_nets, d_nets, g_tx, d_tx, mesh):
   if objective != "supervised" and d_nets is None:
     raise ValueError(f"config.objective={objective!r} needs config.discriminator.name")
   w = config.loss
-  pixel = losses.pixel_loss(w.pixel)
+  pixel = losses.pixel_loss(w.pixel, w.psnr_floor)
   gan = losses.gan_loss(config.gan.kind) if objective != "supervised" else None
   n_critic = config.gan.n_critic if gan else 0
   gp_weight = config.gan.gp_weight if gan and config.gan.kind == "wgan_gp" else 0.0

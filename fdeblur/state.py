@@ -11,7 +11,7 @@ import ml_collections
 import optax
 from absl import logging
 
-from fdeblur import checkpoints, errors, models, networks, parallel
+from fdeblur import checkpoints, errors, models, networks, parallel, weights
 
 
 @flax.struct.dataclass
@@ -103,6 +103,9 @@ class Trainable:
     params, model_state = g.params, g.model_state
     if not self.abstract:  # only shapes matter for an abstract state
       params, model_state = models.load_pretrained(self.config.model, params, model_state)
+      if self.config.train.init_from:  # fine-tuning: the generator starts from exported weights
+        params, model_state = weights.read(weights.resolve(self.config.train.init_from),
+                                           params, model_state)
     d_vars = (d.params, d.model_state) if d else ({}, {})
     build = jax.eval_shape if self.abstract else (lambda f, *args: f(*args))
     return build(self._initial_state, params, model_state, *d_vars)

@@ -93,5 +93,15 @@ def test_psnr_loss_is_the_floored_psnr_deficit_per_image():
   g = jax.grad(losses.psnr)(jnp.asarray(pred), jnp.asarray(target))
   per_pixel = np.abs(np.asarray(g))[:, 0, 0, 0] / np.abs(err[:, 0, 0, 0] + 1e-30)
   np.testing.assert_allclose(per_pixel[1] / per_pixel[0], (1e-2 + 1e-4) / (1e-4 + 1e-4), rtol=1e-4)
+  # config.loss.psnr_floor: 1e-3 (30 dB) weighs the 20 dB image (1e-2 + 1e-3) / (1e-4 + 1e-3)
+  # = 10x less than the 40 dB one, against 50x at the default floor
+  floored = losses.pixel_loss("psnr", 1e-3)
+  np.testing.assert_allclose(float(floored(jnp.asarray(pred), jnp.asarray(target))),
+                             np.mean(10 * np.log10(1 + mse / 1e-3)), rtol=1e-5)
+  g = jax.grad(floored)(jnp.asarray(pred), jnp.asarray(target))
+  per_pixel = np.abs(np.asarray(g))[:, 0, 0, 0] / np.abs(err[:, 0, 0, 0] + 1e-30)
+  np.testing.assert_allclose(per_pixel[1] / per_pixel[0], (1e-2 + 1e-3) / (1e-4 + 1e-3), rtol=1e-4)
+  with pytest.raises(ValueError, match="config.loss.psnr_floor=0.0"):
+    losses.pixel_loss("psnr", 0.0)
   with pytest.raises(ValueError, match="config.loss.pixel='l3'"):
     losses.pixel_loss("l3")

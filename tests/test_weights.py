@@ -60,6 +60,30 @@ def test_weights_that_do_not_fit_their_config_are_refused(trained_tiny, tmp_path
     weights.load(str(out))
 
 
+def test_fine_tuning_starts_from_exported_weights(trained_tiny, tmp_path):
+  """config.train.init_from: a fresh run's generator (and EMA) are the exported weights; a
+  network that does not fit them is refused naming the variable."""
+  import jax
+  from fdeblur import state as state_lib
+  config, workdir = trained_tiny
+  out = tmp_path / "exported"
+  weights.export(workdir, str(out))
+  _, _, want = weights.load(str(out))
+  config = config.copy_and_resolve_references()
+  config.train.init_from = str(out)
+  config.train.ema_decay = 0.99  # the EMA starts from them too
+  start = state_lib.Trainable(config).init_state()
+  assert int(start.step) == 0
+  for got in (start.params, start.ema_params):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(got), want.params)
+  config.model.ngf *= 2
+  with pytest.raises(errors.CheckpointError, match=f"{out}/params/.*shape"):
+    state_lib.Trainable(config).init_state()
+  config.train.init_from = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="nowhere: no params.msgpack"):
+    state_lib.Trainable(config).init_state()
+
+
 def test_shipped_model_loads_and_leaves_a_sharp_face_alone():
   from fdeblur import inference
   config, nets, state = weights.load()  # fdeblur/weights/face_model

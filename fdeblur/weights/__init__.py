@@ -57,7 +57,6 @@ def load(path: str = DEFAULT):
   """(config, generator Networks, Weights) of an exported model folder. Raises
   FileNotFoundError naming the folder, errors.CheckpointError when the weights do not fit the
   config."""
-  from flax import serialization  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from fdeblur import config_lib, networks  # pylint: disable=import-outside-toplevel
   if not is_exported(path):
@@ -65,11 +64,27 @@ def load(path: str = DEFAULT):
                             "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
   config = config_lib.from_workdir(path)
   nets = networks.Networks.generator(config)
+  params, model_state = read(path, nets.params, nets.model_state)
+  return config, nets, Weights(jax.tree.map(np.asarray, params), model_state)
+
+
+def resolve(path: str) -> str:
+  """"default" -> the shipped model's folder; any other path as given."""
+  return DEFAULT if path == "default" else path
+
+
+def read(path: str, params, model_state) -> tuple[dict, dict]:
+  """The (params, model_state) of an exported folder as NumPy trees shaped like the given ones
+  (a network's variables): FileNotFoundError naming the folder, errors.CheckpointError naming
+  the first variable that does not fit."""
+  from flax import serialization  # pylint: disable=import-outside-toplevel
+  if not is_exported(path):
+    raise FileNotFoundError(f"{path}: no {PARAMS_FILE} (export one with `python -m "
+                            "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
   with open(os.path.join(path, PARAMS_FILE), "rb") as f:
     raw = serialization.msgpack_restore(f.read())
-  params = _like(nets.params, raw["params"], f"{path}/params")
-  model_state = _like(nets.model_state, raw.get("model_state", {}), f"{path}/model_state")
-  return config, nets, Weights(jax.tree.map(np.asarray, params), model_state)
+  return (_like(params, raw["params"], f"{path}/params"),
+          _like(model_state, raw.get("model_state", {}), f"{path}/model_state"))
 
 
 def _mismatch(message: str) -> Exception:
