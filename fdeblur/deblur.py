@@ -126,6 +126,18 @@ def plan(inputs, out_dir: str, faces_only: bool = False,
 
 SCALES = ("train", "native", "squeeze")
 NO_FACE = ("whole", "skip")  # what an image without a detected face gets
+# --ensemble: the dihedral transforms (k: rot90 k % 4 times, then a left-right flip when k >= 4)
+# each crop is deblurred under; the outputs, transformed back, are averaged.
+ENSEMBLES = {1: (0,), 2: (0, 4), 8: tuple(range(8))}
+
+
+def dihedral(x, k: int, inverse: bool = False):
+  """[N, H, W, C] under the k-th dihedral transform (or its inverse)."""
+  if not inverse:
+    x = np.rot90(x, k % 4, axes=(1, 2))
+  if k >= 4:
+    x = x[:, :, ::-1]
+  return np.rot90(x, -(k % 4), axes=(1, 2)) if inverse else x
 # Input sides each generator accepts (its total stride); crops outside "squeeze" are rounded to it.
 SIZE_MULTIPLE = {"deblurgan": 4, "identity_gan": 256}
 DEFAULT_MULTIPLE = 32
@@ -152,7 +164,8 @@ class Deblurrer:
   def __init__(self, checkpoint: str, config_path: str = "", detector: str = "haar",
                margin: float = 0.0, feather: float = 0.15, batch_size: int = 0,
                paste: str = "residual", min_confidence: float | None = None,
-               face_check: bool = True, scale: str = "train", face_size: float = 0.0):
+               face_check: bool = True, scale: str = "train", face_size: float = 0.0,
+               ensemble: int = 1):
     # pylint: disable=import-outside-toplevel  (--help and usage errors do not import JAX)
     from fdeblur import inference, state, weights
     checkpoint = checkpoint or weights.DEFAULT
@@ -179,6 +192,9 @@ class Deblurrer:
     if scale not in SCALES:
       raise UsageError(f"--scale {scale!r}: one of {', '.join(SCALES)}")
     self.scale = scale
+    if ensemble not in ENSEMBLES:
+      raise UsageError(f"--ensemble={ensemble}: one of {', '.join(map(str, ENSEMBLES))}")
+    self.transforms = ENSEMBLES[ensemble]
     self.face_size = face_size or training_face_size(self.config, self.margin)
     if detector != "haar":
       from fdeblur import faces  # pylint: disable=import-outside-toplevel
@@ -217,7 +233,9 @@ class Deblurrer:
     for shape in sorted({c.shape for c in crops_u8}):
       idx = [i for i, c in enumerate(crops_u8) if c.shape == shape]
       x = np.stack([crops_u8[i] for i in idx]).astype(np.float32) / 255.0
-      for i, out in zip(idx, np.clip(self.predict(x), 0.0, 1.0)):
+      y = np.mean([dihedral(self.predict(np.ascontiguousarray(dihedral(x, k))), k, inverse=True)
+                   for k in self.transforms], axis=0)
+      for i, out in zip(idx, np.clip(y, 0.0, 1.0)):
         outs[i] = out
     return outs
 
@@ -502,6 +520,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_float("face_size", 0.0, "With --scale=train: the face size (px, detector box) to "
                      "deblur at (0: the model's, config.dataset.face_size or image_size / margin).",
                      flag_values=fv)
+  flags.DEFINE_enum("ensemble", "1", [str(n) for n in ENSEMBLES], "Self-ensemble: deblur each "
+                    "crop under 1, 2 (left-right flip) or 8 (rotations and flips) transforms and "
+                    "average the outputs transformed back (N times the compute).",
+                    flag_values=fv)
   flags.DEFINE_enum("no_face", "whole", list(NO_FACE), "An image in which no face is found: "
                     "whole: deblur the whole picture at its own resolution; skip: leave it out "
                     "(listed as skipped).", flag_values=fv)
@@ -554,7 +576,7 @@ def main(argv=None) -> int:
     created = errors.ensure_writable_dir(args.out, "--out")
     d = Deblurrer(args.checkpoint, args.config, args.detector, args.margin, args.feather,
                   args.batch_size, args.paste, args.min_confidence, args.face_check,
-                  args.scale, args.face_size)
+                  args.scale, args.face_size, int(args.ensemble))
   except (errors.UserError, ImportError) as e:
     if created:
       _remove_empty(args.out)

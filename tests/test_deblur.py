@@ -192,3 +192,24 @@ def test_scales_set_the_crop_size_and_mixed_sizes_run_apart(workdir, tmp_path):
   assert not np.array_equal(result[region], image[region])
   with pytest.raises(deblur.UsageError, match="--scale"):
     deblur.Deblurrer(workdir, scale="wrong")
+
+
+def test_self_ensemble_averages_the_transformed_back_outputs(workdir):
+  rng = np.random.default_rng(1)
+  x = rng.uniform(size=(2, 8, 12, 3))
+  for k in range(8):  # each transform is undone by its inverse, and they are all different
+    np.testing.assert_array_equal(deblur.dihedral(deblur.dihedral(x, k), k, inverse=True), x)
+  assert len({deblur.dihedral(x, k).tobytes() for k in range(8)}) == 8
+  np.testing.assert_array_equal(deblur.dihedral(x, 4), x[:, :, ::-1])  # 2: the left-right flip
+  np.testing.assert_array_equal(deblur.dihedral(x, 1), np.rot90(x, 1, axes=(1, 2)))
+  crops = [rng.integers(0, 256, (32, 48, 3)).astype(np.uint8) for _ in range(2)]
+  single = deblur.Deblurrer(workdir)
+  inputs = np.stack(crops).astype(np.float32) / 255.0
+  for n, ks in ((2, (0, 4)), (8, range(8))):
+    want = np.mean([deblur.dihedral(single.predict(np.ascontiguousarray(
+        deblur.dihedral(inputs, k))), k, inverse=True) for k in ks], axis=0)
+    got = deblur.Deblurrer(workdir, ensemble=n).run(crops)
+    np.testing.assert_allclose(np.stack(got), np.clip(want, 0, 1), atol=1e-6)
+    assert not np.allclose(np.stack(got), np.stack(single.run(crops)), atol=1e-4)
+  with pytest.raises(deblur.UsageError, match="--ensemble=3"):
+    deblur.Deblurrer(workdir, ensemble=3)
