@@ -162,6 +162,10 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   # face model) whose generator starts a fresh run (not a resume: step, optimiser and EMA start
   # anew from it). Its network must be the config's.
   c.train.init_from = ""
+  # ... into a wider network (more channels, e.g. a larger model.ngf): the stored weights fill
+  # the leading channels, the new ones start unconnected (weights.widen), so the wider network
+  # starts as the narrow one.
+  c.train.init_grow = False
   # Log the 10th/50th/90th percentile of the batch's blurred-input PSNR: they need the
   # per-sample values of every device (small all-gathers), so only configs that ask for them.
   c.train.log_blur_percentiles = False

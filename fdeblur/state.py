@@ -105,7 +105,7 @@ class Trainable:
       params, model_state = models.load_pretrained(self.config.model, params, model_state)
       if self.config.train.init_from:  # fine-tuning: the generator starts from exported weights
         params, model_state = weights.read(weights.resolve(self.config.train.init_from),
-                                           params, model_state)
+                                           params, model_state, self.config.train.init_grow)
     d_vars = (d.params, d.model_state) if d else ({}, {})
     build = jax.eval_shape if self.abstract else (lambda f, *args: f(*args))
     return build(self._initial_state, params, model_state, *d_vars)

@@ -84,6 +84,36 @@ def test_fine_tuning_starts_from_exported_weights(trained_tiny, tmp_path):
     state_lib.Trainable(config).init_state()
 
 
+def test_a_widened_generator_computes_what_the_narrow_one_did():
+  """train.init_grow (weights.widen): the face model's generator at ngf 4 grown to ngf 8 gives
+  the same output; the new channels' own fresh weights are kept."""
+  import jax
+  from conftest import load_config
+  from fdeblur import networks
+  rng = np.random.default_rng(0)
+  config = load_config("face_model")
+  config.model.zero_head = False  # a head of zeros would make any two networks agree
+  narrow = networks.Networks.generator(config)
+  old = jax.tree.map(lambda a: (np.asarray(a) + 0.05 * rng.normal(size=np.shape(a))).astype(np.float32),
+                     narrow.params)
+  config.model.ngf = 8
+  wide = networks.Networks.generator(config)
+  grown = weights._like(wide.params, old, "params", grow=True)  # pylint: disable=protected-access
+  x = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  want = np.asarray(narrow.apply_eval(old, narrow.model_state, x))
+  np.testing.assert_allclose(np.asarray(wide.apply_eval(grown, wide.model_state, x)), want,
+                             atol=2e-5)
+  assert not np.allclose(np.asarray(wide.apply_eval(wide.params, wide.model_state, x)), want,
+                         atol=1e-3)
+  k_new, k_init = grown["stem"]["conv"]["kernel"], np.asarray(wide.params["stem"]["conv"]["kernel"])
+  np.testing.assert_array_equal(k_new[..., :4], old["stem"]["conv"]["kernel"])
+  np.testing.assert_array_equal(k_new[..., 4:], k_init[..., 4:])  # new features: fresh weights
+  k = grown["blocks"][0]["conv1"]["kernel"]
+  assert k.shape == (3, 3, 32, 32) and not k[:, :, 16:, :].any()  # new inputs: unconnected
+  with pytest.raises(errors.CheckpointError, match="shape"):
+    weights._like(wide.params, old, "params")  # pylint: disable=protected-access
+
+
 def test_shipped_model_loads_and_leaves_a_sharp_face_alone():
   from fdeblur import inference
   config, nets, state = weights.load()  # fdeblur/weights/face_model

@@ -73,18 +73,19 @@ def resolve(path: str) -> str:
   return DEFAULT if path == "default" else path
 
 
-def read(path: str, params, model_state) -> tuple[dict, dict]:
+def read(path: str, params, model_state, grow: bool = False) -> tuple[dict, dict]:
   """The (params, model_state) of an exported folder as NumPy trees shaped like the given ones
   (a network's variables): FileNotFoundError naming the folder, errors.CheckpointError naming
-  the first variable that does not fit."""
+  the first variable that does not fit. grow: a stored array smaller than its variable fills
+  the variable's leading slice (`widen`), the rest keeps the given values."""
   from flax import serialization  # pylint: disable=import-outside-toplevel
   if not is_exported(path):
     raise FileNotFoundError(f"{path}: no {PARAMS_FILE} (export one with `python -m "
                             "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
   with open(os.path.join(path, PARAMS_FILE), "rb") as f:
     raw = serialization.msgpack_restore(f.read())
-  return (_like(params, raw["params"], f"{path}/params"),
-          _like(model_state, raw.get("model_state", {}), f"{path}/model_state"))
+  return (_like(params, raw["params"], f"{path}/params", grow),
+          _like(model_state, raw.get("model_state", {}), f"{path}/model_state", grow))
 
 
 def _mismatch(message: str) -> Exception:
@@ -92,13 +93,33 @@ def _mismatch(message: str) -> Exception:
   return errors.CheckpointError(message)
 
 
-def _like(target, loaded, where):
-  """`loaded` in the structure of `target` (msgpack turns integer keys into strings), checked."""
+def widen(init, old):
+  """A wider network's variable from a narrower one's, so that the network computes what the
+  narrow one did: `old` fills the leading slice of `init` (the fresh variable); in a kernel
+  (rank >= 2, inputs on axis -2, as flax's Dense/Conv/ConvTranspose) the new input channels get
+  zero weights, so the new features (computed from the old ones with their fresh weights) feed
+  nothing until training moves those weights. Exact for networks that mix channels only through
+  such kernels and per-channel norms (the DeblurGAN generator); not for channel concatenations
+  or pixel shuffles, whose channel order changes with width."""
+  init, old = np.asarray(init), np.asarray(old)
+  new = np.array(init, dtype=init.dtype)
+  if init.ndim >= 2:
+    new[..., old.shape[-2]:, :] = 0
+  new[tuple(slice(0, n) for n in old.shape)] = old
+  return new
+
+
+def _like(target, loaded, where, grow: bool = False):
+  """`loaded` in the structure of `target` (msgpack turns integer keys into strings), checked;
+  grow: smaller arrays are widened into the target's (`widen`)."""
   if isinstance(target, dict):
     if not isinstance(loaded, dict) or len(loaded) != len(target):
       raise _mismatch(f"{where}: the weights do not match the network of their config.json")
-    return {k: _like(v, loaded.get(k, loaded.get(str(k))), f"{where}/{k}")
+    return {k: _like(v, loaded.get(k, loaded.get(str(k))), f"{where}/{k}", grow)
             for k, v in target.items()}
+  if (grow and loaded is not None and np.ndim(loaded) == np.ndim(target)
+      and all(a <= b for a, b in zip(np.shape(loaded), np.shape(target)))):
+    return widen(target, loaded)
   if loaded is None or np.shape(loaded) != np.shape(target):
     raise _mismatch(f"{where}: the weights do not match the network of their config.json "
                      f"(shape {np.shape(loaded)} vs {np.shape(target)})")
