@@ -105,7 +105,8 @@ def test_a_widened_generator_computes_what_the_narrow_one_did():
                              atol=2e-5)
   assert not np.allclose(np.asarray(wide.apply_eval(wide.params, wide.model_state, x)), want,
                          atol=1e-3)
-  k_new, k_init = grown["stem"]["conv"]["kernel"], np.asarray(wide.params["stem"]["conv"]["kernel"])
+  k_new = grown["stem"]["conv"]["kernel"]
+  k_init = np.asarray(wide.params["stem"]["conv"]["kernel"])
   np.testing.assert_array_equal(k_new[..., :4], old["stem"]["conv"]["kernel"])
   np.testing.assert_array_equal(k_new[..., 4:], k_init[..., 4:])  # new features: fresh weights
   k = grown["blocks"][0]["conv1"]["kernel"]
