@@ -94,8 +94,9 @@ def test_a_widened_generator_computes_what_the_narrow_one_did():
   config = load_config("face_model")
   config.model.zero_head = False  # a head of zeros would make any two networks agree
   narrow = networks.Networks.generator(config)
-  old = jax.tree.map(lambda a: (np.asarray(a) + 0.05 * rng.normal(size=np.shape(a))).astype(np.float32),
-                     narrow.params)
+  old = jax.tree.map(
+      lambda a: (np.asarray(a) + 0.05 * rng.normal(size=np.shape(a))).astype(np.float32),
+      narrow.params)
   config.model.ngf = 8
   wide = networks.Networks.generator(config)
   grown = weights._like(wide.params, old, "params", grow=True)  # pylint: disable=protected-access
