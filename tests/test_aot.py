@@ -102,6 +102,18 @@ def test_step_compiles_for_a_tpu_topology_without_a_tpu():
   assert "| target | v5e:2x2: 4 chips v5e, 1 hosts |" in text and "all-reduce ×1" in text
 
 
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="libtpu is not installed (test extra)")
+@pytest.mark.parametrize("topology,chips,hosts,kind", [
+    ("v5e:4x4", 16, 4, aot.CHIPS["TPU v5 lite"]), ("v5p:4x4x4", 64, 16, aot.CHIPS["TPU v5"]),
+    ("v6e:16x16", 256, 64, aot.CHIPS["TPU v6 lite"])])
+def test_pod_slices_are_described_with_their_chip_figures(topology, chips, hosts, kind):
+  """The README's slices (v5e-16, v5p-64, v6e-256) come from libtpu's description alone, and
+  its device_kind names select the chip's HBM, peak and bandwidth (else no fit, no roofline)."""
+  devices = aot.target_devices(topology)
+  assert (len(devices), aot._hosts(devices), aot.chip(devices[0])) == (chips, hosts, kind)  # noqa: SLF001
+
+
 @pytest.mark.parametrize("topology,cpu_forms", [("v5e:2x2", False), ("", True)])
 def test_step_convolutions_follow_the_platform_compiled_for(monkeypatch, topology, cpu_forms):
   """The networks' convolutions take the formulation of the devices the step is compiled for,
