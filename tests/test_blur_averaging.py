@@ -118,6 +118,18 @@ def test_phase_correlation_measures_translation():
   np.testing.assert_allclose(d, np.array(shifts, np.float32), atol=0.3)
 
 
+@pytest.mark.parametrize("h, w", [(16, 12), (15, 9)])
+def test_phase_correlation_equals_the_complex_fft_surface(h, w):
+  """The half-spectrum (rfft2) surface is the plain complex-FFT one, for even and odd sizes."""
+  x = np.random.default_rng(5).normal(size=(2, 4, h, w))
+  spec = np.fft.fft2(x, axes=(2, 3))
+  cross = spec[:, :-1] * np.conj(spec[:, 1:])
+  ref = np.real(np.fft.ifft2(cross / np.abs(cross), axes=(2, 3)))
+  got = np.asarray(averaging.phase_correlation(jnp.asarray(x, jnp.float32)))
+  assert got.shape == ref.shape
+  np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
 def test_vla_stops_on_motion_out_of_bounds():
   """A texture moving 2 px per frame: cumulative motion 4 r px exceeds 0.15 * 32 = 4.8 px at
   r = 2, so L = 3. A clip that is static except one 5 px jump (> 0.1 * 32 = 3.2 px) between
