@@ -15,9 +15,13 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _value_and_grads(fn, x, w, ct):
-  """fn(x, w), d<fn, ct>/dx, d<fn, ct>/dw."""
-  y, vjp = jax.vjp(fn, x, w)
-  return (y, *vjp(ct))
+  """fn(x, w), d<fn, ct>/dx, d<fn, ct>/dw, as one jit-compiled program (as the train step runs
+  them; op by op, every primitive of every shape would be compiled on its own, which took most of
+  this file's time)."""
+  def value_and_grads(x, w, ct):
+    y, vjp = jax.vjp(fn, x, w)
+    return (y, *vjp(ct))
+  return jax.jit(value_and_grads)(x, w, ct)
 
 
 def _assert_close(got, want, what, tolerance=2e-6):
@@ -62,13 +66,7 @@ def test_transposed_conv_layer_is_nnx_with_the_same_parameters(padding):
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
   ct = jax.random.normal(jax.random.key(1), (2, 16, 16, 5))
 
-  def run(module):
-    graphdef, params = nnx.split(module)
-    y, vjp = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
-    grads, dx = vjp(ct)
-    return y, dx, grads["kernel"][...], grads["bias"][...]
-
-  got, want = run(new), run(ref)
+  got, want = _layer_value_and_grads(new, x, ct), _layer_value_and_grads(ref, x, ct)
   for g, r in zip(got, want):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5, atol=1e-5)
 
@@ -106,11 +104,15 @@ def test_im2col_conv_matches_lax(kernel, stride, padding):
 
 
 def _layer_value_and_grads(module, x, ct):
-  """module(x), d<module(x), ct>/dx and the gradients of its kernel and bias."""
+  """module(x), d<module(x), ct>/dx and the gradients of its kernel and bias, in one jit-compiled
+  program (traced at the call: a layers.target_platform around the call applies)."""
   graphdef, params = nnx.split(module)
-  y, vjp = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
-  grads, dx = vjp(ct)
-  return y, dx, grads["kernel"][...], grads["bias"][...]
+
+  def value_and_grads(params, x, ct):
+    y, vjp = jax.vjp(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+    grads, dx = vjp(ct)
+    return y, dx, grads["kernel"][...], grads["bias"][...]
+  return jax.jit(value_and_grads)(params, x, ct)
 
 
 def test_wide_conv_layer_is_nnx_conv_and_narrow_ones_stay_xla(monkeypatch):
@@ -258,7 +260,7 @@ def test_winograd_conv_matches_lax_and_float64(tile, batch, height, width, cin, 
   new_fn = lambda x, w: layers.conv_winograd(x, w, (1, 1), padding, tile=tile)  # noqa: E731
   y = ref_fn(x, w)
   ct = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
-  got = jax.jit(lambda x, w, ct: _value_and_grads(new_fn, x, w, ct))(x, w, ct)
+  got = _value_and_grads(new_fn, x, w, ct)
   what = f"F({tile}, 3) {x.shape} {cin}->{cout} padding {padding}"
   tolerance = 2e-6 if tile == 2 else 1e-5  # F(4, 3)'s transforms round more (1/2, -2, 1/6)
   _assert_close(got, _value_and_grads(ref_fn, x, w, ct), what, tolerance)
