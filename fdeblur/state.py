@@ -98,14 +98,20 @@ class Trainable:
     self.g_tx = g_tx or make_optimizer(config.train, models.frozen_prefixes(config.model))
     self.d_tx = make_optimizer(config.train) if self.d else None
 
-  def init_state(self) -> TrainState:
+  def init_state(self, fine_tune: bool = True) -> TrainState:
+    """fine_tune: start the generator from config.train.init_from (off when a checkpoint is
+    about to replace the state: a resumed run does not need that folder any more)."""
     g, d = self.g, self.d
     params, model_state = g.params, g.model_state
+    train = self.config.train
+    if train.init_grow and not train.init_from:
+      raise ValueError("config.train.init_grow=True needs config.train.init_from (the weights "
+                       "to grow from)")
     if not self.abstract:  # only shapes matter for an abstract state
       params, model_state = models.load_pretrained(self.config.model, params, model_state)
-      if self.config.train.init_from:  # fine-tuning: the generator starts from exported weights
-        params, model_state = weights.read(weights.resolve(self.config.train.init_from),
-                                           params, model_state, self.config.train.init_grow)
+      if train.init_from and fine_tune:  # the generator starts from exported weights
+        params, model_state = weights.read(weights.resolve(train.init_from), params,
+                                           model_state, train.init_grow)
     d_vars = (d.params, d.model_state) if d else ({}, {})
     build = jax.eval_shape if self.abstract else (lambda f, *args: f(*args))
     return build(self._initial_state, params, model_state, *d_vars)
@@ -134,8 +140,9 @@ def checkpointer(config, workdir) -> checkpoints.Checkpointer:
 
 def restore_or_init(trainable: Trainable, ckpt: checkpoints.Checkpointer, mesh) -> TrainState:
   """The latest checkpoint of `ckpt` placed on `mesh` (any mesh shape), or a fresh state."""
-  state = jax.device_put(trainable.init_state(), parallel.replicated(mesh))
-  if ckpt.latest_step() is not None:
+  resume = ckpt.latest_step() is not None
+  state = jax.device_put(trainable.init_state(fine_tune=not resume), parallel.replicated(mesh))
+  if resume:
     state = state_from_checkpoint(
         state, ckpt.restore(state_to_checkpoint(state), config=trainable.config))
     logging.info("Resumed from %s at step %d", ckpt.directory, int(state.step))

@@ -82,6 +82,11 @@ def test_fine_tuning_starts_from_exported_weights(trained_tiny, tmp_path):
   config.train.init_from = str(tmp_path / "nowhere")
   with pytest.raises(FileNotFoundError, match="nowhere: no params.msgpack"):
     state_lib.Trainable(config).init_state()
+  # a resumed run (its checkpoint replaces the state) no longer needs the folder
+  assert int(state_lib.Trainable(config).init_state(fine_tune=False).step) == 0
+  config.train.init_from, config.train.init_grow = "", True
+  with pytest.raises(ValueError, match="init_grow=True needs config.train.init_from"):
+    state_lib.Trainable(config).init_state()
 
 
 def test_a_widened_generator_computes_what_the_narrow_one_did():

@@ -114,14 +114,14 @@ def _like(target, loaded, where, grow: bool = False):
   grow: smaller arrays are widened into the target's (`widen`)."""
   if isinstance(target, dict):
     if not isinstance(loaded, dict) or len(loaded) != len(target):
-      raise _mismatch(f"{where}: the weights do not match the network of their config.json")
+      raise _mismatch(f"{where}: the weights do not match the network (different variables)")
     return {k: _like(v, loaded.get(k, loaded.get(str(k))), f"{where}/{k}", grow)
             for k, v in target.items()}
   if (grow and loaded is not None and np.ndim(loaded) == np.ndim(target)
       and all(a <= b for a, b in zip(np.shape(loaded), np.shape(target)))):
     return widen(target, loaded)
   if loaded is None or np.shape(loaded) != np.shape(target):
-    raise _mismatch(f"{where}: the weights do not match the network of their config.json "
+    raise _mismatch(f"{where}: the weights do not match the network "
                      f"(shape {np.shape(loaded)} vs {np.shape(target)})")
   return np.asarray(loaded, np.asarray(target).dtype)
 
