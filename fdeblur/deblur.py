@@ -138,6 +138,8 @@ def dihedral(x, k: int, inverse: bool = False):
   if k >= 4:
     x = x[:, :, ::-1]
   return np.rot90(x, -(k % 4), axes=(1, 2)) if inverse else x
+
+
 # Input sides each generator accepts (its total stride); crops outside "squeeze" are rounded to it.
 SIZE_MULTIPLE = {"deblurgan": 4, "identity_gan": 256}
 DEFAULT_MULTIPLE = 32
