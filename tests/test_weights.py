@@ -8,6 +8,7 @@ import pytest
 from skimage import data as skdata
 
 from fdeblur import deblur, errors, weights
+from fdeblur.weights import exporter
 
 
 def _face_photo():
@@ -17,7 +18,7 @@ def _face_photo():
 def test_export_round_trip_matches_the_checkpoint(trained_tiny, tmp_path):
   _, workdir = trained_tiny
   out = tmp_path / "exported"
-  info = weights.export(workdir, str(out))
+  info = exporter.export(workdir, str(out))
   assert weights.is_exported(str(out)) and info["step"] == 2
   # only the generator's weights: far smaller than the orbax train state
   assert os.path.getsize(out / weights.PARAMS_FILE) == info["bytes"] < 4 * info["parameters"] + 65536
@@ -30,7 +31,7 @@ def test_export_round_trip_matches_the_checkpoint(trained_tiny, tmp_path):
 def test_default_model_is_used_without_checkpoint(trained_tiny, tmp_path, monkeypatch):
   _, workdir = trained_tiny
   shipped = tmp_path / "shipped"
-  weights.export(workdir, str(shipped))
+  exporter.export(workdir, str(shipped))
   monkeypatch.setattr(weights, "DEFAULT", str(shipped))
   src = tmp_path / "photo.png"
   cv2.imwrite(str(src), cv2.cvtColor(_face_photo(), cv2.COLOR_RGB2BGR))
@@ -52,7 +53,7 @@ def test_missing_default_model_is_one_clear_error(tmp_path, monkeypatch, capsys)
 def test_weights_that_do_not_fit_their_config_are_refused(trained_tiny, tmp_path):
   _, workdir = trained_tiny
   out = tmp_path / "exported"
-  weights.export(workdir, str(out))
+  exporter.export(workdir, str(out))
   cfg = json.load(open(out / weights.CONFIG_FILE))
   cfg["model"]["ngf"] = cfg["model"]["ngf"] * 2
   json.dump(cfg, open(out / weights.CONFIG_FILE, "w"))
@@ -67,7 +68,7 @@ def test_fine_tuning_starts_from_exported_weights(trained_tiny, tmp_path):
   from fdeblur import state as state_lib
   config, workdir = trained_tiny
   out = tmp_path / "exported"
-  weights.export(workdir, str(out))
+  exporter.export(workdir, str(out))
   _, _, want = weights.load(str(out))
   config = config.copy_and_resolve_references()
   config.train.init_from = str(out)

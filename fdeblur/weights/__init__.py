@@ -5,7 +5,8 @@ checkpoint's full train state.
 
   python -m fdeblur.weights --workdir=WORKDIR [--out=fdeblur/weights/face_model]
 
-`python -m fdeblur.deblur` loads `DEFAULT` when no --checkpoint is given.
+(`exporter.py`). `python -m fdeblur.deblur` loads `DEFAULT` when no --checkpoint is given;
+training reads such a folder with config.train.init_from (`read`).
 """
 import os
 
@@ -25,32 +26,6 @@ class Weights:
 
   def __init__(self, params: dict, model_state: dict):
     self.params, self.model_state, self.ema_params = params, model_state, {}
-
-
-def export(workdir: str, out_dir: str) -> dict:
-  """The latest checkpoint of a training workdir -> out_dir/{config.json, params.msgpack}.
-  Returns {"step", "parameters", "bytes"}."""
-  from flax import serialization  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  from fdeblur import config_lib, networks, state as state_lib  # pylint: disable=import-outside-toplevel
-  config = config_lib.from_workdir(workdir)
-  _, state = state_lib.restore_for_evaluation(config, workdir)
-  params = jax.device_get(networks.inference_params(state))
-  blob = serialization.msgpack_serialize({
-      "params": _numpy(params), "model_state": _numpy(jax.device_get(state.model_state)),
-      "step": int(state.step)})
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, PARAMS_FILE), "wb") as f:
-    f.write(blob)
-  with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
-  return {"step": int(state.step), "bytes": len(blob),
-          "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params)))}
-
-
-def _numpy(tree):
-  import jax  # pylint: disable=import-outside-toplevel
-  return jax.tree.map(np.asarray, tree)
 
 
 def load(path: str = DEFAULT):
@@ -124,28 +99,3 @@ def _like(target, loaded, where, grow: bool = False):
     raise _mismatch(f"{where}: the weights do not match the network "
                      f"(shape {np.shape(loaded)} vs {np.shape(target)})")
   return np.asarray(loaded, np.asarray(target).dtype)
-
-
-def main(argv=None) -> int:
-  """python -m fdeblur.weights --workdir=W [--out=DIR]: export W's latest checkpoint."""
-  import sys  # pylint: disable=import-outside-toplevel
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  argv = sys.argv[1:] if argv is None else list(argv)
-  fv = flags.FlagValues()
-  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).",
-                      flag_values=fv)
-  flags.DEFINE_string("out", DEFAULT, "Output folder (default: the shipped model's).",
-                      flag_values=fv)
-  try:
-    rest = fv(["fdeblur.weights", *argv])[1:]
-    if rest or not fv.workdir:
-      raise flags.Error("usage: python -m fdeblur.weights --workdir=WORKDIR [--out=DIR]")
-    if not os.path.isfile(os.path.join(fv.workdir, CONFIG_FILE)):
-      raise flags.Error(f"--workdir={fv.workdir} has no {CONFIG_FILE}: not a training workdir")
-  except flags.Error as e:
-    print(f"fdeblur.weights: error: {e}", file=sys.stderr)
-    return 2
-  info = export(fv.workdir, fv.out)
-  print(f"exported step {info['step']} ({info['parameters']} parameters, {info['bytes']} bytes) "
-        f"to {fv.out}")
-  return 0

@@ -1,5 +1,5 @@
 import sys
 
-from fdeblur.weights import main
+from fdeblur.weights.exporter import main
 
 sys.exit(main())
