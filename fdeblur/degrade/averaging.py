@@ -131,8 +131,8 @@ def phase_correlation(x: jax.Array) -> jax.Array:
   """Real frames [B, T, H, W] -> [B, T - 1, H, W] phase correlation of consecutive frames: the
   inverse FFT of their normalised cross-power spectrum. Real input: the half spectrum (rfft2)
   holds all of it and irfft2 is the real part of the full inverse, so this equals the complex
-  FFT's surface at about half its cost (XLA:TPU computes these FFTs as DFT matmuls; with the
-  complex FFT they were nine tenths of chrysos2019's blur)."""
+  FFT's surface for less (XLA:TPU computes these FFTs as DFT matmuls; with the complex FFT they
+  were nine tenths of chrysos2019's blur; this cut the blur's FLOPs by 25 %, its bytes by 10 %)."""
   h, w = x.shape[-2:]
   spec = jnp.fft.rfft2(x, axes=(-2, -1))
   cross = spec[:, :-1] * jnp.conj(spec[:, 1:])
