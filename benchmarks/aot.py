@@ -8,12 +8,16 @@ with FFT and with direct convolution.
 
 Needs libtpu (the test extra). These are XLA's figures for the compiled program
 (`fdeblur.aot`), not measured runs. Each (config, topology) is searched with at most --compiles
-compiles of the step (`fdeblur.aot.fit`); results are appended to --out as JSON lines as they
-come, so a long run can be stopped and read.
+compiles of the step (`fdeblur.aot.fit`) in a process of its own (a compiler crash ends only its
+row); results are appended to --out as JSON lines as they come, so a long run can be stopped and
+read.
 """
 import dataclasses
 import json
+import multiprocessing
 import os
+import queue as queue_lib
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,6 +60,44 @@ def measure(spec: str, topology: str, compiles: int, start: int, log) -> dict:
   return out
 
 
+def _child(results, fn, args):
+  try:
+    results.put(("ok", fn(*args)))
+  except Exception as e:  # noqa: BLE001  reported as the row's error
+    results.put(("error", f"{type(e).__name__}: {' '.join(str(e).split())[:150]}"))
+
+
+def isolated(fn, *args) -> tuple[str, object]:
+  """fn(*args) in a fresh (spawned) process: ("ok", result) or ("error", message). A crash of
+  the compiler takes only that process (libtpu 0.0.42.1 segfaults compiling train steps for
+  v6e), and the message names the signal."""
+  ctx = multiprocessing.get_context("spawn")
+  results = ctx.Queue()
+  proc = ctx.Process(target=_child, args=(results, fn, args))
+  proc.start()
+  try:
+    while True:
+      try:
+        return results.get(timeout=5)
+      except queue_lib.Empty:
+        if proc.is_alive():
+          continue
+        try:  # it may have put its result just before exiting
+          return results.get(timeout=1)
+        except queue_lib.Empty:
+          code = proc.exitcode
+          why = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                 else f"exit code {code}")
+          return "error", f"the compiling process died ({why})"
+  finally:
+    proc.join()
+
+
+def _measure_logged(spec, topology, compiles, start):
+  return measure(spec, topology, compiles, start,
+                 lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
 def row(m: dict) -> str:
   gib = 1024**3
   if not m.get("per_chip_batch"):
@@ -95,13 +137,10 @@ def main(argv):
   print("Compiler figures (XLA:TPU via libtpu on this CPU host), not measured runs.")
   print(HEADER, flush=True)
   for topology in args.topologies.split(","):
-    for spec in specs:
-      log = lambda msg: print(msg, file=sys.stderr, flush=True)
-      try:
-        m = measure(spec, topology, args.compiles, args.start, log)
-      except Exception as e:  # noqa: BLE001  one broken config must not hide the others
-        print(f"| `{spec}` | | {topology} | error: {type(e).__name__}: "
-              f"{' '.join(str(e).split())[:150]} |", flush=True)
+    for spec in specs:  # each in its own process: one broken config must not hide the others
+      status, m = isolated(_measure_logged, spec, topology, args.compiles, args.start)
+      if status != "ok":
+        print(f"| `{spec}` | | {topology} | error: {m} |", flush=True)
         continue
       if args.out:
         with open(args.out, "a") as f:

@@ -144,3 +144,16 @@ def test_compile_mode_prints_the_table_on_local_devices():
                         "--config=configs/quickstart.py:tiny", "--topology=v9z:1x1"], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and "--topology=v9z:1x1" in bad.stderr.splitlines()[-1]
+
+
+def test_benchmark_compiles_in_a_process_of_its_own_and_survives_its_crash():
+  """benchmarks.aot runs each (config, slice) in a spawned process: a compiler that segfaults
+  (libtpu 0.0.42.1 on v6e train steps) ends that row with the signal's name, not the run."""
+  import operator
+  import signal as signal_lib
+  from benchmarks import aot as aot_bench
+  assert aot_bench.isolated(operator.add, 2, 3) == ("ok", 5)
+  assert aot_bench.isolated(int, "x") == (
+      "error", "ValueError: invalid literal for int() with base 10: 'x'")
+  assert aot_bench.isolated(signal_lib.raise_signal, signal_lib.SIGSEGV) == (
+      "error", "the compiling process died (killed by SIGSEGV)")
