@@ -54,7 +54,7 @@ if [[ ${1:-} == --download ]]; then  # on a machine with a registry: fill $WHEEL
   "$PY" -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform any -d "$WHEELS" \
-    $(printf '%s\n' "${CARRIED[@]}" | grep -v -x -F "${pure[@]}") || exit 1
+    $(printf '%s\n' "${CARRIED[@]}" | grep -v -x -F -f <(printf '%s\n' "${pure[@]}")) || exit 1
   "$PY" -m pip wheel -q --no-deps -w "$WHEELS" "${pure[@]}" || exit 1
   du -sh "$WHEELS"
   exit 0
