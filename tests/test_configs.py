@@ -66,7 +66,6 @@ def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(data_dir, video_data
   hg_state = train.train(stage1, str(tmp_path / "stage1"))
 
   data_dir, manual_dir = video_data_dir
-
   cfg = load_config("chrysos2019", "tiny")
   cfg.dataset.data_dir, cfg.dataset.manual_dir = data_dir, manual_dir
   cfg.model.hourglass_checkpoint = str(tmp_path / "stage1")

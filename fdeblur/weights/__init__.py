@@ -28,15 +28,19 @@ class Weights:
     self.params, self.model_state, self.ema_params = params, model_state, {}
 
 
+def _require_exported(path: str) -> None:
+  if not is_exported(path):
+    raise FileNotFoundError(f"{path}: no {PARAMS_FILE} (export one with `python -m "
+                            "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
+
+
 def load(path: str = DEFAULT):
   """(config, generator Networks, Weights) of an exported model folder. Raises
   FileNotFoundError naming the folder, errors.CheckpointError when the weights do not fit the
   config."""
   import jax  # pylint: disable=import-outside-toplevel
   from fdeblur import config_lib, networks  # pylint: disable=import-outside-toplevel
-  if not is_exported(path):
-    raise FileNotFoundError(f"{path}: no {PARAMS_FILE} (export one with `python -m "
-                            "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
+  _require_exported(path)
   config = config_lib.from_workdir(path)
   nets = networks.Networks.generator(config)
   params, model_state = read(path, nets.params, nets.model_state)
@@ -54,9 +58,7 @@ def read(path: str, params, model_state, grow: bool = False) -> tuple[dict, dict
   the first variable that does not fit. grow: a stored array smaller than its variable fills
   the variable's leading slice (`widen`), the rest keeps the given values."""
   from flax import serialization  # pylint: disable=import-outside-toplevel
-  if not is_exported(path):
-    raise FileNotFoundError(f"{path}: no {PARAMS_FILE} (export one with `python -m "
-                            "fdeblur.weights --workdir=WORKDIR --out=DIR`)")
+  _require_exported(path)
   with open(os.path.join(path, PARAMS_FILE), "rb") as f:
     raw = serialization.msgpack_restore(f.read())
   return (_like(params, raw["params"], f"{path}/params", grow),
