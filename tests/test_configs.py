@@ -57,14 +57,14 @@ def test_tiny_variant_trains(name, variant, data_dir):
     assert history[0]["perceptual"] > 0
 
 
-def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(data_dir, video_data_dir, tmp_path):
+def test_chrysos2019_trains_on_clips_with_the_frozen_stage1(video_data_dir, tmp_path):
   # Stage 1: an hourglass:tiny state (the hourglass of chrysos2019:tiny: 2 stacks of 8
   # features) saved as train.train saves its runs, with its weights and batch statistics moved
   # off their initial values, so that only a real graft makes them equal below. Training it
   # first would add an hourglass step's compilation and test nothing more: its steps are
   # test_tiny_variant_trains's, and the grafting reads weights and batch statistics whatever
   # the image size.
-  stage1 = _tiny_config("hourglass", "tiny", data_dir)
+  stage1 = load_config("hourglass", "tiny")  # no data: its state is only initialised
   hg_state = train.Setup(stage1, parallel.make_mesh()).init_state()
   initial = _leaves((hg_state.params, hg_state.model_state))
   rng = np.random.default_rng(0)
