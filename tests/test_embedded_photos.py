@@ -6,6 +6,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from skimage import data as skdata
 
 from fdeblur import config_lib
 from input_pipeline import faces_crop, pipeline
@@ -14,9 +15,15 @@ from input_pipeline.datasets import embedded_photos as ep
 SIZE = 64
 
 
-def _expected_count(name, path, is_face, cfg, train):
+def _expected_count(name, path, kind, cfg, train):
   image = ep.read_photo(path)
-  faces = len(faces_crop.detect_faces(image)) if is_face else 0
+  if kind == ep.FACE:
+    faces = len(faces_crop.detect_faces(image))
+  elif kind == ep.UNKNOWN:  # the user's folder: confident detections only
+    faces = len(faces_crop.detect_checked(image, max_side=max(image.shape[:2]),
+                                          min_votes=faces_crop.SURE_VOTES)[0])
+  else:
+    faces = 0
   per_scale = faces * (cfg.face_patches if train else 1) + (cfg.random_patches if train else 4)
   return sum(per_scale for s in ep.SCALES
              if min(round(d * s) for d in image.shape[:2]) >= cfg.image_size)
@@ -30,6 +37,9 @@ def built(tmp_path_factory):
   rng = np.random.default_rng(0)
   cv2.imwrite(str(extra / "sub" / "noise.png"), rng.integers(0, 255, (80, 100, 3), np.uint8))
   cv2.imwrite(str(extra / "lena_copy.png"), rng.integers(0, 255, (80, 80, 3), np.uint8))
+  # a portrait in the user's folder: its face is found (44 votes at this size) and gets patches
+  portrait = cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+  cv2.imwrite(str(extra / "portrait.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
   cfg = config_lib.dataset_config(
       name="embedded_photos", data_dir=str(root / "tfds"), image_size=SIZE, face_patches=2,
       random_patches=1, photo_dir=str(extra))
@@ -53,14 +63,31 @@ def test_counts_per_photograph_and_split(built):
   for split in ("train", "test"):
     got = _sources(cfg, split)
     want = {}
-    for name, path, is_face in ep.photographs(cfg.photo_dir):
+    for name, path, kind in ep.photographs(cfg.photo_dir):
       if ep.split_of(name) == split:
-        n = _expected_count(name, path, is_face, bcfg, split == "train")
+        n = _expected_count(name, path, kind, bcfg, split == "train")
         if n:
           want[name] = n
     assert dict(got) == want
-  # the optional folder: its photo is a natural train photograph; a "lena" file is never read
-  assert "photo_dir/sub/noise" in _sources(cfg, "train")
+  # the optional folder: its photos are train photographs; a "lena" file is never read
+  train = _sources(cfg, "train")
+  assert "photo_dir/sub/noise" in train and not any("lena" in n for n in train)
+
+
+def test_photo_dir_faces_get_face_patches(built):
+  """A face in the user's folder gets its jittered face patches at every scale (256 px photo: all
+  three fit a 64 px patch); pure noise gets none."""
+  cfg, _ = built
+  src = pipeline.data_source(cfg, "train")
+  kinds = collections.defaultdict(collections.Counter)
+  for i in range(len(src)):
+    ex = src[i]
+    name = ex["source"].decode() if isinstance(ex["source"], bytes) else str(ex["source"])
+    if name.startswith("photo_dir/"):
+      kinds[name][int(ex["kind"])] += 1
+  # kind 0 is "face" (random patches that overlap the face count too)
+  assert kinds["photo_dir/portrait"][0] >= len(ep.SCALES) * cfg.face_patches
+  assert kinds["photo_dir/sub/noise"][0] == 0
 
 
 def test_no_photograph_in_two_splits_and_groups_together(built):

