@@ -62,7 +62,7 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   # embedded_photos (input_pipeline.datasets.embedded_photos.EmbeddedPhotosConfig; defaults theirs)
   c.dataset.face_patches = 12  # jittered patches per face and scale
   c.dataset.random_patches = 16  # random patches per photograph and scale
-  c.dataset.photo_dir = ""  # a folder of extra natural photographs
+  c.dataset.photo_dir = ""  # extra photographs (embedded_photos): faces found get face patches
   # Face width (px, detector box) the model was trained at; the deblur command scales faces to it
   # (0 = image_size / margin: crops squeezed to the training size, as face-crop datasets train).
   c.dataset.face_size = 0.0
