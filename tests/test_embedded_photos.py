@@ -37,7 +37,7 @@ def built(tmp_path_factory):
   rng = np.random.default_rng(0)
   cv2.imwrite(str(extra / "sub" / "noise.png"), rng.integers(0, 255, (80, 100, 3), np.uint8))
   cv2.imwrite(str(extra / "lena_copy.png"), rng.integers(0, 255, (80, 80, 3), np.uint8))
-  # a portrait in the user's folder: its face is found (44 votes at this size) and gets patches
+  # a portrait in the user's folder: its face is found (31 votes at this size) and gets patches
   portrait = cv2.resize(skdata.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
   cv2.imwrite(str(extra / "portrait.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
   cfg = config_lib.dataset_config(

