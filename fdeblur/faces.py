@@ -145,6 +145,60 @@ MIN_CONFIDENCE = {"haar": 0.0, "hog": 0.2, "cnn": 0.5}
 SURE_CONFIDENCE = {"haar": float(faces_crop.SURE_VOTES), "hog": 0.4, "cnn": 0.8}
 
 
+# dlib's face boxes in the Haar cascade's convention, in which the training data's face sizes and
+# crops are measured (so --scale=train brings a face to its training size whichever detector found
+# it): Haar side = ratio x dlib side, Haar centre = dlib centre + (dx, dy) x dlib side. Medians of
+# the pairs found on the training photographs by `python -m benchmarks.detector_boxes` (never the
+# held-out ones; 2026-12-03, 79 photographs at full and half size: 108 HOG pairs, side ratio
+# quartiles 1.07-1.18; 39 CNN pairs, measured at FALLBACK_SIDE, 0.99-1.17).
+TO_HAAR = {"hog": (1.13, 0.0, -0.10), "cnn": (1.09, 0.06, -0.01)}
+# --detector=auto's fallback runs dlib's CNN on a copy whose long side is this many pixels (enlarged
+# or shrunk), without dlib's 2x upsampling: it finds faces down to ~80 px there (1/8 of the
+# picture's side) in ~2.6 s on 2 CPU cores; a 1024 px photo at full size with upsampling takes 27 s.
+FALLBACK_SIDE = 640
+
+
+def to_haar_box(box, method: str):
+  """A `method` detector's box (x, y, w, h) in the Haar cascade's convention (TO_HAAR)."""
+  if method not in TO_HAAR:
+    return tuple(float(v) for v in box)
+  ratio, dx, dy = TO_HAAR[method]
+  x, y, w, h = (float(v) for v in box)
+  side = max(w, h)
+  cx, cy = x + w / 2 + dx * side, y + h / 2 + dy * side
+  return (cx - w * ratio / 2, cy - h * ratio / 2, w * ratio, h * ratio)
+
+
+def detect_cnn_rescaled(image, check: bool = True, side: int = FALLBACK_SIDE):
+  """detect_checked with dlib's CNN on a copy of `image` whose long side is `side` px, no
+  upsampling; boxes in `image`'s pixels."""
+  h, w = image.shape[:2]
+  f = side / max(h, w)
+  scaled = cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+  sx, sy = w / scaled.shape[1], h / scaled.shape[0]
+  found, rejected = detect_checked(scaled, "cnn", check=check, upsample=0)
+
+  def back(box):
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+  return [(back(b), c) for b, c in found], [(back(b), r) for b, r in rejected]
+
+
+def find_faces(image, detector: str = "haar", min_confidence: float | None = None,
+               check: bool = True, fallback: bool = False):
+  """The deblur command's faces: (faces [(box, confidence)], rejected [(box, reason)], the
+  detector that found them), boxes in the Haar convention (to_haar_box). fallback: when
+  `detector` finds no face, dlib's CNN on a rescaled copy (detect_cnn_rescaled; its own
+  confidence threshold): heavy blur and turned heads defeat the Haar cascade, not the CNN."""
+  found, rejected = detect_checked(image, detector, min_confidence, check)
+  method = detector
+  if not found and fallback:
+    found, more = detect_cnn_rescaled(image, check)
+    rejected, method = rejected + more, "cnn"
+  return [(to_haar_box(b, method), c) for b, c in found], rejected, method
+
+
 def detect_checked(image, method: str = "haar", min_confidence: float | None = None,
                    check: bool = True, upsample: int = 1):
   """Detection with a confidence threshold (None: MIN_CONFIDENCE[method]) and, below

@@ -91,6 +91,7 @@ def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
   result = cv2.cvtColor(cv2.imread(str(out / "two.png")), cv2.COLOR_BGR2RGB)
   assert result.shape == image.shape
   found = summary["outputs"][str(out / "two.png")]["faces"]
+  assert summary["outputs"][str(out / "two.png")]["detector"] == "haar"  # no fallback needed
   assert len(found) >= 2
   centres = sorted(f["box"][0] + f["box"][2] / 2 for f in found)
   assert centres[0] < 300 < centres[-1]  # one face in each half
@@ -213,3 +214,41 @@ def test_self_ensemble_averages_the_transformed_back_outputs(workdir):
     assert not np.allclose(np.stack(got), np.stack(single.run(crops)), atol=1e-4)
   with pytest.raises(deblur.UsageError, match="--ensemble=3"):
     deblur.Deblurrer(workdir, ensemble=3)
+
+
+def test_dlib_boxes_map_to_the_haar_convention():
+  """faces.to_haar_box is the inverse of what benchmarks/detector_boxes.py measures, and a hand
+  case: side x ratio about the centre shifted by (dx, dy) x the side."""
+  from benchmarks import detector_boxes
+  box = (40.0, 30.0, 100.0, 100.0)
+  assert faces.to_haar_box(box, "haar") == box
+  ratio, dx, dy = faces.TO_HAAR["cnn"]
+  x, y, w, h = faces.to_haar_box(box, "cnn")
+  assert (w, h) == pytest.approx((100 * ratio, 100 * ratio))
+  assert (x + w / 2, y + h / 2) == pytest.approx((90 + 100 * dx, 80 + 100 * dy))
+  for method in ("hog", "cnn"):
+    assert detector_boxes.relation(faces.to_haar_box(box, method), box) == pytest.approx(
+        faces.TO_HAAR[method])
+  pairs = detector_boxes.pairs([(0, 0, 10, 10), (100, 0, 10, 10)], [(101, 1, 10, 10), (50, 50, 9, 9)])
+  assert pairs == [((100, 0, 10, 10), (101, 1, 10, 10))]  # far boxes stay unpaired
+
+
+def test_cnn_fallback_finds_what_haar_misses(monkeypatch):
+  """--detector=auto: dlib's CNN runs on a rescaled copy only where Haar finds nothing; its
+  boxes come back in the photo's pixels and in the Haar convention."""
+  face = skdata.astronaut()[0:300, 90:390]
+  (box, conf), = faces.detect_cnn_rescaled(face)[0]
+  (big_box, _), = faces.detect_cnn_rescaled(cv2.resize(face, None, fx=2, fy=2))[0]
+  np.testing.assert_allclose(np.array(big_box) / 2, box, atol=4)  # same face, same pixels
+  haar_box = faces.detect_checked(face, "haar")[0][0][0]
+  found, _, method = faces.find_faces(face, "haar", fallback=True)
+  assert method == "haar" and found[0][0] == haar_box  # Haar found it: no fallback
+  real = faces.detect_checked
+  monkeypatch.setattr(faces, "detect_checked", lambda image, method="haar", *a, **k: (
+      ([], [((1, 2, 3, 4), "no eye found")]) if method == "haar" else real(image, method, *a, **k)))
+  assert faces.find_faces(face, "haar")[0] == []
+  found, rejected, method = faces.find_faces(face, "haar", fallback=True)
+  assert method == "cnn" and rejected == [((1, 2, 3, 4), "no eye found")]
+  assert found == [(pytest.approx(faces.to_haar_box(box, "cnn")), conf)]
+  x, y, w, h = found[0][0]  # on the face Haar finds, at its scale
+  assert abs(w / haar_box[2] - 1) < 0.2 and abs(x + w / 2 - haar_box[0] - haar_box[2] / 2) < 0.1 * w
