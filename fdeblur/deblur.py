@@ -20,7 +20,8 @@ PNG under the same name (photo.jpg -> photo.png): re-encoding a JPEG would chang
 while the PNG holds the decoded input exactly except in the face regions.
 
 Faces: OpenCV's Haar cascade, and on a picture where it finds none (heavy blur and turned heads
-defeat it) dlib's CNN when the [faces] extra is installed (`--detector=auto`; dlib's boxes are
+defeat it) dlib's CNN when the [faces] extra is installed (`--detector=auto`; not on video
+frames, where it would cost ~2.6 s per frame: pass --detector=cnn there; dlib's boxes are
 mapped to the cascade's, in which the training face size is measured: faces.TO_HAAR). The
 detector's confidence must reach --min_confidence, and a weak detection (below
 faces.SURE_CONFIDENCE) must also show an eye in the
@@ -211,15 +212,16 @@ class Deblurrer:
     self.fallback = detector == "auto" and faces.available()
     self.found_by = None  # the detector that found the last picture's faces
 
-  def crops(self, image, previous=None, smoothing: float = 0.0):
+  def crops(self, image, previous=None, smoothing: float = 0.0, fallback: bool = True):
     """[(box, confidence, crop uint8, matrix)] for every face in an RGB image. `previous`: the
     boxes of the previous video frame; a face overlapping one (IoU > 0.3) gets its box blended
-    with it (`smoothing` = weight of the previous box), so crops do not jitter between frames."""
+    with it (`smoothing` = weight of the previous box), so crops do not jitter between frames.
+    fallback=False: no CNN fallback of --detector=auto (video frames: ~2.6 s per frame)."""
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
     out = []
     found, rejected, self.found_by = faces.find_faces(
         image, "haar" if self.detector == "auto" else self.detector, self.min_confidence,
-        self.face_check, self.fallback)
+        self.face_check, self.fallback and fallback)
     self.rejected.extend(rejected)
     for box, conf in found:
       if previous and smoothing > 0:
@@ -468,7 +470,7 @@ def process_video(d: Deblurrer, job: Job, faces_only: bool, chunk: int = 16, pro
         break
       found = []
       for f in frames:
-        found.append(d.crops(f, previous, smoothing))
+        found.append(d.crops(f, previous, smoothing, fallback=False))
         previous = [b for b, _, _, _ in found[-1]]
       outputs = d.run([c for fs in found for _, _, c, _ in fs])
       k = 0
@@ -518,7 +520,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_enum("detector", "auto", list(DETECTORS), "haar: OpenCV (as the training data "
                     "was cropped); hog/cnn: dlib (the [faces] extra), boxes mapped to Haar's; "
                     "auto: haar, then dlib's CNN on a picture where haar finds no face (with the "
-                    "[faces] extra; ~2.6 s per such picture on 2 CPU cores).", flag_values=fv)
+                    "[faces] extra; ~2.6 s per such picture on 2 CPU cores; not on video frames).",
+                    flag_values=fv)
   flags.DEFINE_float("margin", 0.0, "Crop side / detector box side (0: the dataset's margin).",
                      flag_values=fv)
   flags.DEFINE_float("feather", 0.15, "Width of the blending ramp, fraction of the crop side.",

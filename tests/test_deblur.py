@@ -252,3 +252,17 @@ def test_cnn_fallback_finds_what_haar_misses(monkeypatch):
   assert found == [(pytest.approx(faces.to_haar_box(box, "cnn")), conf)]
   x, y, w, h = found[0][0]  # on the face Haar finds, at its scale
   assert abs(w / haar_box[2] - 1) < 0.2 and abs(x + w / 2 - haar_box[0] - haar_box[2] / 2) < 0.1 * w
+
+
+def test_auto_detector_falls_back_on_pictures_not_video_frames(workdir, monkeypatch):
+  calls = []
+  monkeypatch.setattr(faces, "detect_cnn_rescaled",
+                      lambda image, check=True: calls.append(image.shape) or ([], []))
+  gray = np.full((120, 160, 3), 128, np.uint8)  # no face for any detector
+  d = deblur.Deblurrer(workdir)
+  assert d.detector == "auto" and d.fallback  # the test extra installs dlib
+  assert d.crops(gray, fallback=False) == [] and calls == []  # a video frame: cascades only
+  assert d.crops(gray) == [] and calls == [(120, 160, 3)] and d.found_by == "cnn"
+  assert deblur.Deblurrer(workdir, detector="haar").crops(gray) == [] and len(calls) == 1
+  with pytest.raises(deblur.UsageError, match="--detector=dnn"):
+    deblur.Deblurrer(workdir, detector="dnn")
