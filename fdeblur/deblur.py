@@ -20,10 +20,10 @@ PNG under the same name (photo.jpg -> photo.png): re-encoding a JPEG would chang
 while the PNG holds the decoded input exactly except in the face regions.
 
 Faces: OpenCV's Haar cascade, and on a picture where it finds none (heavy blur and turned heads
-defeat it) dlib's CNN when the [faces] extra is installed (`--detector=auto`; not on video
-frames, where it would cost ~2.6 s per frame: pass --detector=cnn there; dlib's boxes are
-mapped to the cascade's, in which the training face size is measured: faces.TO_HAAR). The
-detector's confidence must reach --min_confidence, and a weak detection (below
+defeat it) dlib's CNN when the [faces] extra is installed (`--detector=auto`). Video frames get
+the cascade only (the CNN would cost ~2.6 s per frame; --detector=cnn runs it on every frame).
+dlib's boxes are mapped to the cascade's, in which the training face size is measured
+(faces.TO_HAAR). The detector's confidence must reach --min_confidence, and a weak detection (below
 faces.SURE_CONFIDENCE) must also show an eye in the
 box's upper part (the landmark check, --noface_check turns it off); rejected candidates are
 listed. A picture in which no face is found is deblurred

@@ -229,7 +229,8 @@ def test_dlib_boxes_map_to_the_haar_convention():
   for method in ("hog", "cnn"):
     assert detector_boxes.relation(faces.to_haar_box(box, method), box) == pytest.approx(
         faces.TO_HAAR[method])
-  pairs = detector_boxes.pairs([(0, 0, 10, 10), (100, 0, 10, 10)], [(101, 1, 10, 10), (50, 50, 9, 9)])
+  pairs = detector_boxes.pairs([(0, 0, 10, 10), (100, 0, 10, 10)],
+                               [(101, 1, 10, 10), (50, 50, 9, 9)])
   assert pairs == [((100, 0, 10, 10), (101, 1, 10, 10))]  # far boxes stay unpaired
 
 
@@ -251,7 +252,8 @@ def test_cnn_fallback_finds_what_haar_misses(monkeypatch):
   assert method == "cnn" and rejected == [((1, 2, 3, 4), "no eye found")]
   assert found == [(pytest.approx(faces.to_haar_box(box, "cnn")), conf)]
   x, y, w, h = found[0][0]  # on the face Haar finds, at its scale
-  assert abs(w / haar_box[2] - 1) < 0.2 and abs(x + w / 2 - haar_box[0] - haar_box[2] / 2) < 0.1 * w
+  assert abs(w / haar_box[2] - 1) < 0.2
+  assert abs(x + w / 2 - haar_box[0] - haar_box[2] / 2) < 0.1 * w
 
 
 def test_auto_detector_falls_back_on_pictures_not_video_frames(workdir, monkeypatch):
