@@ -629,6 +629,11 @@ def run_jobs(d: Deblurrer, jobs, skipped, args) -> int:
     except (ValueError, OSError, cv2.error) as e:
       skipped.append((job.path, str(e)))
       continue
+    except Exception as e:  # pylint: disable=broad-except
+      # Anything else (a library's RuntimeError on an odd picture) skips this input, named,
+      # instead of losing the rest of the batch.
+      skipped.append((job.path, f"{type(e).__name__}: {' '.join(str(e).split())}"))
+      continue
     done.append(job)
     summary["outputs"][job.out] = dict(info, input=job.path)
   summary["skipped"] = {p: r for p, r in skipped}

@@ -103,6 +103,8 @@ class Dlib:
       rects, scores, _ = self.hog.run(image, upsample, 0.0)
       found = [(_box(r), float(s)) for r, s in zip(rects, scores)]
     elif method == "cnn":
+      if min(image.shape[:2]) * 2 ** upsample < CNN_MIN_SIDE:
+        return []  # dlib's CNN raises on a picture thinner than its filters (< 7 px)
       found = [(_box(d.rect), float(d.confidence)) for d in self.cnn(image, upsample)]
     else:
       raise ValueError(f"unknown detector {method!r} (hog | cnn)")
@@ -135,6 +137,10 @@ def detect(image, method: str = "haar", upsample: int = 1):
     return [(tuple(b), float(v)) for b, v in faces_crop.detect_faces_scored_scaled(image)]
   return load().detect(image, method, upsample)
 
+
+# dlib's CNN (MMOD) finds faces of ~80 px and up (40 px with 2x upsampling); a picture whose short
+# side, upsampled, is below this holds none it could find.
+CNN_MIN_SIDE = 32
 
 # Default confidence thresholds: haar = cascade votes (0: the cascades' own thresholds), hog =
 # dlib's SVM score, cnn = MMOD confidence.

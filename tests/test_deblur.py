@@ -63,21 +63,36 @@ def test_tiles_cover_the_picture_and_blend_to_the_field_they_carry():
   assert mixed[0, 0] == 1.0 and mixed[-1, -1] == 0.0 and 0 < mixed[20, 28] < 1
 
 
-def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path):
+def test_two_faces_round_trip_and_bad_inputs(workdir, tmp_path, monkeypatch):
   src = tmp_path / "in"
   src.mkdir()
   image = _two_faces()
   _write(src / "two.png", image)
   _write(src / "noface.png", np.full((120, 160, 3), 128, np.uint8))
+  _write(src / "thin.png", np.full((2, 300, 3), 90, np.uint8))  # dlib's CNN raised on it
   (src / "broken.jpg").write_bytes(b"not a jpeg")
+  _write(src / "explodes.png", np.full((40, 40, 3), 20, np.uint8))
+  real = deblur.process_image
+
+  def process_image(d, job, *a, **k):  # an unforeseen library error on one picture
+    if job.path.endswith("explodes.png"):
+      raise RuntimeError("Error detected in\n dlib")
+    return real(d, job, *a, **k)
+
+  monkeypatch.setattr(deblur, "process_image", process_image)
   out = tmp_path / "out"
   rc = deblur.main(["--checkpoint", workdir, str(src / "two.png"), str(src / "noface.png"),
-                    str(src / "broken.jpg"), str(tmp_path / "missing.png"), "--out", str(out),
-                    "--quiet", "--paste", "replace"])
+                    str(src / "thin.png"), str(src / "broken.jpg"), str(src / "explodes.png"),
+                    str(tmp_path / "missing.png"), "--out", str(out), "--quiet", "--paste",
+                    "replace"])
   assert rc == 0
   summary = json.load(open(out / "deblur_summary.json"))
-  assert set(summary["skipped"]) == {str(src / "broken.jpg"), str(tmp_path / "missing.png")}
+  assert set(summary["skipped"]) == {str(src / "broken.jpg"), str(tmp_path / "missing.png"),
+                                     str(src / "explodes.png")}
   assert "readable" in summary["skipped"][str(src / "broken.jpg")]
+  assert summary["skipped"][str(src / "explodes.png")] == "RuntimeError: Error detected in dlib"
+  assert "no face found" in summary["outputs"][str(out / "thin.png")]["whole_picture"]
+  assert cv2.imread(str(out / "thin.png")).shape == (2, 300, 3)
   # No face: the whole picture is deblurred (tiles of a face crop's size: 32 px here).
   whole = summary["outputs"][str(out / "noface.png")]
   assert whole["faces"] == [] and "no face found" in whole["whole_picture"]
