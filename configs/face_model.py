@@ -15,8 +15,8 @@ exposure: DeblurGAN's 1/1000 and 1/10 exposure fractions make half its kernels a
 15% linear motion of 1-20 px, 5% isotropic/anisotropic Gaussians, 25% of all left untouched
 (sharp), then Gaussian sensor noise and JPEG at quality 40-95 on 30% of the samples. Stages 1-12
 of the shipped weights drew 65/20/15%; stage 13's 80/15/5% gained a little more on blurred faces
-and sharpened sharp, soft faces less (model card): fewer mild Gaussians (sigma 0.3-2.5), fewer
-lessons that a soft face is to be sharpened.
+and sharpened sharp, soft faces less (model card), presumably because a mild Gaussian (sigma
+0.3-2.5) looks like a soft photograph that the model then learns to sharpen.
 
 Network choice: ngf 16 (the paper's 64 costs ~16x) with 6 residual blocks and no dropout, 96 px
 patches, batch 8: 7,000 steps take about 1.5 h on 2 CPU cores (~15 img/s alone); the shipped
