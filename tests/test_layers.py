@@ -322,3 +322,45 @@ def test_3x3_conv_layer_takes_winograd_on_the_cpu(monkeypatch, target, cin, stri
     scale = float(jnp.max(jnp.abs(r))) or 1.0
     np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), rtol=0,
                                atol=tol * scale)
+
+
+def test_batch_norm_is_nnx_batch_norm_with_the_same_numbers():
+  """layers.BatchNorm stores its running statistics its own way (tracing speed): its outputs,
+  gradients and statistics must stay nnx.BatchNorm's (momentum 0.9, eps 1e-5, float32), in
+  training and in evaluation, jitted as the train step runs it."""
+  ours = layers.BatchNorm(5, rngs=nnx.Rngs(0))
+  stock = nnx.BatchNorm(5, momentum=0.9, epsilon=1e-5, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  scale = jnp.asarray(rng.uniform(0.5, 2.0, 5), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=5), jnp.float32)
+  for bn in (ours, stock):  # moved off 1 and 0, so that a swapped scale and bias would show
+    bn.scale.set_value(scale)
+    bn.bias.set_value(bias)
+
+  @nnx.jit
+  def train_step(bn, x):
+    def loss(bn):
+      y = bn(x, use_running_average=False)
+      return jnp.sum(y * jnp.arange(y.size, dtype=jnp.float32).reshape(y.shape)), y
+    (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(bn)
+    return y, grads
+
+  for i in range(3):  # the running statistics move towards each batch's
+    x = jnp.asarray(3.0 * rng.standard_normal((4, 6, 7, 5)) + i, jnp.float32)
+    y_ours, g_ours = train_step(ours, x)
+    y_stock, g_stock = train_step(stock, x)
+    np.testing.assert_array_equal(y_ours, y_stock)
+    for name in ("scale", "bias"):
+      np.testing.assert_array_equal(getattr(g_ours, name)[...], getattr(g_stock, name)[...])
+    for name in ("mean", "var"):
+      np.testing.assert_array_equal(getattr(ours, name)[...], getattr(stock, name)[...])
+  assert not np.allclose(ours.mean[...], 0.0)  # it did update
+  x = jnp.asarray(rng.standard_normal((2, 3, 3, 5)), jnp.float32)
+  np.testing.assert_array_equal(ours(x, use_running_average=True),
+                                stock(x, use_running_average=True))
+  # bfloat16 networks: computed in float32, the output cast to the computation dtype
+  half = layers.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  y = half(x, use_running_average=False)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(y, layers.BatchNorm(5, rngs=nnx.Rngs(0))(
+      x, use_running_average=False).astype(jnp.bfloat16))

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx.nn import normalization as flax_normalization
 from jax import lax
 
 # DeblurGAN / pix2pix initialise every convolution with N(0, 0.02).
@@ -606,8 +607,33 @@ class BatchNorm(nnx.BatchNorm):
     self.out_dtype = dtype
 
   def __call__(self, x, use_running_average=None, *, mask=None):
-    y = super().__call__(x, use_running_average, mask=mask)
+    if use_running_average is None:
+      use_running_average = self.use_running_average
+    if use_running_average:
+      y = super().__call__(x, True, mask=mask)
+    else:
+      y = self._train_call(x, mask)
     return y.astype(self.out_dtype or x.dtype)
+
+  def _train_call(self, x, mask):
+    """nnx.BatchNorm's training branch, step for step, except that the running statistics are
+    stored with `set_value` (no index). nnx stores them with `self.mean[...] = ...`, which on a
+    traced value asks for the tracer's `sharding`; the AttributeError it catches builds a
+    message that walks the whole trace so far (flax 0.12.8, jax 0.10.2), so tracing grows
+    quadratically with the number of batch norms: 165 s -> 44 s to trace the paper's hourglass
+    step (benchmarks/trace_time.py)."""
+    axes = tuple(range(x.ndim - 1))  # features last
+    x, mean, var, scale, bias = self.promote_dtype(
+        (x, self.mean.get_value(), self.var.get_value(), self.scale.get_value(),
+         self.bias.get_value()), dtype=self.dtype)
+    batch_mean, batch_var = flax_normalization._compute_stats(  # noqa: SLF001
+        x, axes, dtype=self.dtype, axis_name=self.axis_name,
+        axis_index_groups=self.axis_index_groups, use_fast_variance=self.use_fast_variance,
+        mask=mask)
+    self.mean.set_value(self.momentum * mean + (1 - self.momentum) * batch_mean)
+    self.var.set_value(self.momentum * var + (1 - self.momentum) * batch_var)
+    return flax_normalization._normalize(x, batch_mean, batch_var, scale, bias, axes,  # noqa: SLF001
+                                         (x.ndim - 1,), self.dtype, self.epsilon)
 
 
 def make_norm(kind: str | None, num_features: int, *, dtype=None, rngs: nnx.Rngs):
