@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from benchmarks.train_step import load_config  # noqa: E402
+
 CONFIGS = "hourglass:tiny,chrysos2019:tiny,chrysos2017:tiny,hourglass,chrysos2017"
 
 
@@ -72,15 +74,12 @@ def count_batch_norms(config) -> int:
 
 def main(argv):
   del argv
-  from fdeblur import config_lib  # noqa: PLC0415
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   fv = flags.FLAGS
   print("| config | image | batch norms | trace + lower, nnx's stores (s) | "
         "layers.BatchNorm (s) | ratio |")
   print("|---|---|---|---|---|---|")
   for spec in fv.configs:
-    name, _, variant = spec.partition(":")
-    config = config_lib.load(os.path.join(root, "configs", f"{name}.py") + ":" + variant)
+    config = load_config(spec)
     stock, ours = [], []
     for _ in range(fv.repeats):
       with stock_batch_norm():
