@@ -622,7 +622,8 @@ class BatchNorm(nnx.BatchNorm):
     message that walks the whole trace so far (flax 0.12.8, jax 0.10.2), so tracing grows
     quadratically with the number of batch norms: 165 s -> 44 s to trace the paper's hourglass
     step (benchmarks/trace_time.py)."""
-    axes = tuple(range(x.ndim - 1))  # features last
+    feature_axes = flax_normalization._canonicalize_axes(x.ndim, self.axis)  # noqa: SLF001
+    axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
     x, mean, var, scale, bias = self.promote_dtype(
         (x, self.mean.get_value(), self.var.get_value(), self.scale.get_value(),
          self.bias.get_value()), dtype=self.dtype)
@@ -633,7 +634,7 @@ class BatchNorm(nnx.BatchNorm):
     self.mean.set_value(self.momentum * mean + (1 - self.momentum) * batch_mean)
     self.var.set_value(self.momentum * var + (1 - self.momentum) * batch_var)
     return flax_normalization._normalize(x, batch_mean, batch_var, scale, bias, axes,  # noqa: SLF001
-                                         (x.ndim - 1,), self.dtype, self.epsilon)
+                                         feature_axes, self.dtype, self.epsilon)
 
 
 def make_norm(kind: str | None, num_features: int, *, dtype=None, rngs: nnx.Rngs):
