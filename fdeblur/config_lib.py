@@ -47,6 +47,8 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.dataset.translate_jitter = 0.03  # fraction of the size
   c.dataset.rotate_jitter = 0.0  # degrees
   c.dataset.colour_jitter = 0.1
+  c.dataset.enlarge_prob = 0.0  # share of examples enlarged (a random square resized up)
+  c.dataset.enlarge_max = 2.0  # largest enlargement factor
   # Options of the face builders (input_pipeline.datasets: FaceConfig, FaceVideosConfig; the
   # defaults are theirs). Non-default values name a separate builder config (its own build).
   c.dataset.margin = 1.6  # crop side / face box side (also the crop geometry of evaluate, deblur)

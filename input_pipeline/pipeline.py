@@ -239,6 +239,15 @@ def _similarity(size, scale, angle_deg, tx, ty) -> np.ndarray:
   return np.concatenate([r, t[:, None]], axis=1)
 
 
+def _enlargement(size, scale, where) -> np.ndarray:
+  """Affine map that enlarges the square of side size / scale at relative position `where`
+  (x, y in [0, 1]: its offset over the room left) to size x size, pixel centres as
+  cv2.resize has them: output u samples input (u + 0.5) / scale - 0.5 + offset."""
+  offset = np.asarray(where, np.float64) * (size - size / scale)
+  t = scale * (0.5 - offset) - 0.5
+  return np.array([[scale, 0.0, t[0]], [0.0, scale, t[1]]])
+
+
 def _boxes_through(boxes, mat):
   """[..., 4] boxes -> the axis-aligned boxes around their transformed corners."""
   x, y, w, h = np.moveaxis(boxes, -1, 0)
@@ -254,13 +263,21 @@ def _boxes_through(boxes, mat):
 @dataclasses.dataclass(frozen=True)
 class Augment(grain.transforms.RandomMap):
   """Random flip (landmarks mirrored with the 68-point permutation), scale/translation/rotation
-  jitter about the crop centre, and brightness/contrast/saturation jitter. One draw per
-  example: every frame of a clip gets the same transform. For clips, `image` = middle frame."""
+  jitter about the crop centre, enlargement, and brightness/contrast/saturation jitter. One
+  draw per example: every frame of a clip gets the same transform. For clips, `image` = middle
+  frame.
+
+  Enlargement (`enlarge_prob`): a random square of side size / s (s uniform in 1..enlarge_max)
+  is resized to the full size by bicubic interpolation, as the deblur command enlarges faces
+  smaller than its working size. The target is then an enlarged, soft but unblurred image: a
+  model that never saw one sharpens small faces it is given enlarged."""
   flip: bool = True
   scale_jitter: float = 0.05
   translate_jitter: float = 0.03
   rotate_jitter: float = 0.0
   colour_jitter: float = 0.1
+  enlarge_prob: float = 0.0
+  enlarge_max: float = 2.0
 
   def random_map(self, example, rng: np.random.Generator):
     clip = "frames" in example
@@ -286,6 +303,15 @@ class Augment(grain.transforms.RandomMap):
       mat = _similarity(size, s, angle, tx, ty)
       frames = np.stack([cv2.warpAffine(np.ascontiguousarray(f), mat, (size, size),
                                         flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT_101) for f in frames])
+      if "landmarks" in geo:
+        geo["landmarks"] = (geo["landmarks"] @ mat[:, :2].T + mat[:, 2]).astype(np.float32)
+      if "box" in geo:
+        geo["box"] = _boxes_through(geo["box"], mat)
+    if self.enlarge_prob and rng.uniform() < self.enlarge_prob:
+      mat = _enlargement(size, rng.uniform(1.0, self.enlarge_max), rng.uniform(0, 1, 2))
+      frames = np.stack([cv2.warpAffine(np.ascontiguousarray(f), mat, (size, size),
+                                        flags=cv2.INTER_CUBIC,
                                         borderMode=cv2.BORDER_REFLECT_101) for f in frames])
       if "landmarks" in geo:
         geo["landmarks"] = (geo["landmarks"] @ mat[:, :2].T + mat[:, 2]).astype(np.float32)
@@ -324,9 +350,14 @@ class MiddleFrame(grain.transforms.Map):
 
 
 def augment_from_config(cfg) -> Augment:
+  if not 0.0 <= cfg.enlarge_prob <= 1.0 or cfg.enlarge_max < 1.0:
+    raise ValueError(f"config.dataset.enlarge_prob must be in [0, 1] and enlarge_max >= 1, got "
+                     f"{cfg.enlarge_prob} and {cfg.enlarge_max}")
   return Augment(flip=bool(cfg.flip), scale_jitter=float(cfg.scale_jitter),
                  translate_jitter=float(cfg.translate_jitter),
-                 rotate_jitter=float(cfg.rotate_jitter), colour_jitter=float(cfg.colour_jitter))
+                 rotate_jitter=float(cfg.rotate_jitter), colour_jitter=float(cfg.colour_jitter),
+                 enlarge_prob=float(cfg.enlarge_prob),
+                 enlarge_max=float(cfg.enlarge_max))
 
 
 # --- datasets -----------------------------------------------------------------------------------

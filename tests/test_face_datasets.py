@@ -7,6 +7,7 @@ stored landmark must sit on its dot in every crop, which checks the whole chain 
 alignment -> crop -> augmentation without trusting the code's own geometry.
 """
 import copy
+import dataclasses
 import os
 
 import cv2
@@ -184,6 +185,70 @@ def test_augment_mirrors_landmarks_and_moves_them_with_the_image(images_cfg):
     assert j["image"].dtype == np.uint8 and j["image"].shape == ex["image"].shape
     assert not np.array_equal(j["image"], ex["image"])
     np.testing.assert_allclose(_dot(j["image"], "red"), j["landmarks"][30], atol=TOL)
+
+
+def _bicubic_enlarged(image, scale, offset):
+  """float64 reference: output pixel u samples input (u + 0.5) / scale - 0.5 + offset with Keys'
+  cubic (a = -0.75, OpenCV's), borders reflected without repeating the edge (reflect-101)."""
+  def axis_weights(n, off):  # [n, n]: output index -> weights of the input taps
+    a, w = -0.75, np.zeros((n, n))
+    for u in range(n):
+      x = (u + 0.5) / scale - 0.5 + off
+      for i in range(int(np.floor(x)) - 1, int(np.floor(x)) + 3):
+        d = abs(x - i)
+        k = ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else (((d - 5) * d + 8) * d - 4) * a
+        j = abs(i) if i < 0 else (2 * (n - 1) - i if i > n - 1 else i)
+        w[u, j] += k
+    return w
+  wx, wy = axis_weights(image.shape[1], offset[0]), axis_weights(image.shape[0], offset[1])
+  return np.einsum("uy,yxc,vx->uvc", wy, image.astype(np.float64), wx)
+
+
+def test_augment_enlarges_a_random_square_as_a_plain_bicubic_reference_does():
+  size = 48
+  yy, xx = np.mgrid[:size, :size]
+  smooth = np.stack([128 + 100 * np.sin(2 * np.pi * xx / 24 + c) * np.cos(2 * np.pi * yy / 30 + c)
+                     for c in (0.0, 1.0, 2.0)], -1).round().astype(np.uint8)
+  enlarge = pipeline.Augment(flip=False, scale_jitter=0, translate_jitter=0, colour_jitter=0,
+                             enlarge_prob=1.0, enlarge_max=2.0)
+  scales = []
+  for seed in range(4):
+    out = enlarge.random_map({"image": smooth}, np.random.default_rng(seed))["image"]
+    rng = np.random.default_rng(seed)
+    rng.uniform()  # enlarged or not
+    scale, where = rng.uniform(1.0, 2.0), rng.uniform(0, 1, 2)
+    ref = _bicubic_enlarged(smooth, scale, where * (size - size / scale))
+    # OpenCV quantises positions to 1/32 px and weights to 11 bits, then rounds: ~1 grey level
+    # here (a 1/4 px slip of the pixel-centre convention costs ~8)
+    assert out.dtype == np.uint8 and np.abs(out - ref).max() <= 1.5, (seed, scale)
+    scales.append(scale)
+  assert 1.0 < min(scales) and max(scales) < 2.0
+  # a share of the examples, the others untouched; none with enlarge_prob=0
+  def changed(prob):
+    aug = dataclasses.replace(enlarge, enlarge_prob=prob)
+    return sum(not np.array_equal(aug.random_map({"image": smooth}, np.random.default_rng(s))[
+        "image"], smooth) for s in range(200))
+  assert changed(0.0) == 0 and 40 <= changed(0.3) <= 80
+  cfg = config_lib.base_config(model="deblurgan").dataset
+  cfg.enlarge_max = 0.5
+  with pytest.raises(ValueError, match="enlarge_max >= 1, got 0.0 and 0.5"):
+    pipeline.augment_from_config(cfg)
+
+
+def test_augment_enlargement_moves_the_landmarks_with_the_image(images_cfg):
+  src = pipeline.data_source(images_cfg, "train")
+  ex = next(pipeline.Decode().map(src[i]) for i in range(len(src)) if src[i]["has_landmarks"])
+  enlarge = pipeline.Augment(flip=False, scale_jitter=0, translate_jitter=0, colour_jitter=0,
+                             enlarge_prob=1.0, enlarge_max=1.4)
+  checked = 0
+  for s in range(8):
+    e = enlarge.random_map(ex, np.random.default_rng(s))
+    inside = [(k, c) for k, c in ((30, "red"), (36, "blue"))
+              if np.all((e["landmarks"][k] > 4) & (e["landmarks"][k] < SIZE - 5))]
+    for k, colour in inside:
+      np.testing.assert_allclose(_dot(e["image"], colour), e["landmarks"][k], atol=TOL)
+      checked += 1
+  assert checked >= 8
 
 
 def test_train_batches_resume_and_processes_cover_the_dataset(images_cfg):
