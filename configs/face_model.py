@@ -1,7 +1,7 @@
 """The shipped face model (fdeblur/weights/face_model/, used by `python -m fdeblur.deblur` when no
 --checkpoint is given): the Fan & Luo / DeblurGAN generator, trained fully convolutionally on
 96 px patches of sharp, full-resolution photographs (`embedded_photos`: faces and natural scenes
-at native scale, 3/4 and 1/2, never enlarged). Its model card has the run and the figures.
+at native scale, 3/4 and 1/2; the build never enlarges them). Its model card has the run and the figures.
 
 Loss: the per-image PSNR loss (`losses.psnr`), not L2: L2 lets the model spoil sharp inputs by a
 little (40 -> 38.5 dB on sharp held-out faces) because that costs nothing next to one blurred
@@ -16,7 +16,9 @@ exposure: DeblurGAN's 1/1000 and 1/10 exposure fractions make half its kernels a
 (sharp), then Gaussian sensor noise and JPEG at quality 40-95 on 30% of the samples. Stages 1-12
 of the shipped weights drew 65/20/15%; stage 13's 80/15/5% gained a little more on blurred faces
 and sharpened sharp, soft faces less (model card), presumably because a mild Gaussian (sigma
-0.3-2.5) looks like a soft photograph that the model then learns to sharpen.
+0.3-2.5) looks like a soft photograph that the model then learns to sharpen. For the same reason
+30% of the patches are enlarged up to 2x (bicubic) before the blur: the deblur command enlarges
+faces smaller than `face_size`, and stage 14 halved the harm to sharp faces with it (model card).
 
 Network choice: ngf 16 (the paper's 64 costs ~16x) with 6 residual blocks and no dropout, 96 px
 patches, batch 8: 7,000 steps take about 1.5 h on 2 CPU cores (~15 img/s alone); the shipped
@@ -37,6 +39,10 @@ def get_config(variant: str = ""):
   # Resampling blurs the sharp target: flips and colour jitter only.
   c.dataset.scale_jitter = 0.0
   c.dataset.translate_jitter = 0.0
+  # ...except enlargement, as the deblur command enlarges faces smaller than face_size: without
+  # it the model sharpens the soft look of an enlarged small face (model card, stage 14).
+  c.dataset.enlarge_prob = 0.3
+  c.dataset.enlarge_max = 2.0
   c.dataset.eval_max_examples = 0
   # Median Haar face-box width (px) in the training patches: the deblur command scales faces to it.
   c.dataset.face_size = 110.0
