@@ -1,7 +1,8 @@
 """The shipped face model (fdeblur/weights/face_model/, used by `python -m fdeblur.deblur` when no
 --checkpoint is given): the Fan & Luo / DeblurGAN generator, trained fully convolutionally on
 96 px patches of sharp, full-resolution photographs (`embedded_photos`: faces and natural scenes
-at native scale, 3/4 and 1/2; the build never enlarges them). Its model card has the run and the figures.
+at native scale, 3/4 and 1/2; the build never enlarges them). Its model card has the run and the
+figures.
 
 Loss: the per-image PSNR loss (`losses.psnr`), not L2: L2 lets the model spoil sharp inputs by a
 little (40 -> 38.5 dB on sharp held-out faces) because that costs nothing next to one blurred

@@ -248,6 +248,20 @@ def _enlargement(size, scale, where) -> np.ndarray:
   return np.array([[scale, 0.0, t[0]], [0.0, scale, t[1]]])
 
 
+def _warp(frames, geo, mat, interpolation):
+  """[T, H, W, C] frames through the affine `mat` (borders reflected); the landmarks and boxes
+  in `geo` are moved with them in place."""
+  size = frames.shape[1]
+  frames = np.stack([cv2.warpAffine(np.ascontiguousarray(f), mat, (size, size),
+                                    flags=interpolation, borderMode=cv2.BORDER_REFLECT_101)
+                     for f in frames])
+  if "landmarks" in geo:
+    geo["landmarks"] = (geo["landmarks"] @ mat[:, :2].T + mat[:, 2]).astype(np.float32)
+  if "box" in geo:
+    geo["box"] = _boxes_through(geo["box"], mat)
+  return frames
+
+
 def _boxes_through(boxes, mat):
   """[..., 4] boxes -> the axis-aligned boxes around their transformed corners."""
   x, y, w, h = np.moveaxis(boxes, -1, 0)
@@ -300,23 +314,10 @@ class Augment(grain.transforms.RandomMap):
               if self.translate_jitter else (0.0, 0.0))
     angle = rng.uniform(-self.rotate_jitter, self.rotate_jitter) if self.rotate_jitter else 0.0
     if s != 1.0 or tx or ty or angle:
-      mat = _similarity(size, s, angle, tx, ty)
-      frames = np.stack([cv2.warpAffine(np.ascontiguousarray(f), mat, (size, size),
-                                        flags=cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REFLECT_101) for f in frames])
-      if "landmarks" in geo:
-        geo["landmarks"] = (geo["landmarks"] @ mat[:, :2].T + mat[:, 2]).astype(np.float32)
-      if "box" in geo:
-        geo["box"] = _boxes_through(geo["box"], mat)
+      frames = _warp(frames, geo, _similarity(size, s, angle, tx, ty), cv2.INTER_LINEAR)
     if self.enlarge_prob and rng.uniform() < self.enlarge_prob:
       mat = _enlargement(size, rng.uniform(1.0, self.enlarge_max), rng.uniform(0, 1, 2))
-      frames = np.stack([cv2.warpAffine(np.ascontiguousarray(f), mat, (size, size),
-                                        flags=cv2.INTER_CUBIC,
-                                        borderMode=cv2.BORDER_REFLECT_101) for f in frames])
-      if "landmarks" in geo:
-        geo["landmarks"] = (geo["landmarks"] @ mat[:, :2].T + mat[:, 2]).astype(np.float32)
-      if "box" in geo:
-        geo["box"] = _boxes_through(geo["box"], mat)
+      frames = _warp(frames, geo, mat, cv2.INTER_CUBIC)
     if self.colour_jitter:
       c = self.colour_jitter
       bright, contrast, sat = rng.uniform(1 - c, 1 + c, 3)
