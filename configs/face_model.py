@@ -18,8 +18,8 @@ exposure: DeblurGAN's 1/1000 and 1/10 exposure fractions make half its kernels a
 of the shipped weights drew 65/20/15%; stage 13's 80/15/5% gained a little more on blurred faces
 and sharpened sharp, soft faces less (model card), presumably because a mild Gaussian (sigma
 0.3-2.5) looks like a soft photograph that the model then learns to sharpen. For the same reason
-30% of the patches are enlarged up to 2x (bicubic) before the blur: the deblur command enlarges
-faces smaller than `face_size`, and stage 14 halved the harm to sharp faces with it (model card).
+30% of the patches are enlarged up to 3x (bicubic) before the blur: the deblur command enlarges
+faces smaller than `face_size`, and stages 14-15 cut the harm to sharp faces with it (model card).
 
 Network choice: ngf 16 (the paper's 64 costs ~16x) with 6 residual blocks and no dropout, 96 px
 patches, batch 8: 7,000 steps take about 1.5 h on 2 CPU cores (~15 img/s alone); the shipped
@@ -41,9 +41,9 @@ def get_config(variant: str = ""):
   c.dataset.scale_jitter = 0.0
   c.dataset.translate_jitter = 0.0
   # ...except enlargement, as the deblur command enlarges faces smaller than face_size: without
-  # it the model sharpens the soft look of an enlarged small face (model card, stage 14).
+  # it the model sharpens the soft look of an enlarged small face (model card, stages 14-15).
   c.dataset.enlarge_prob = 0.3
-  c.dataset.enlarge_max = 2.0
+  c.dataset.enlarge_max = 3.0
   c.dataset.eval_max_examples = 0
   # Median Haar face-box width (px) in the training patches: the deblur command scales faces to it.
   c.dataset.face_size = 110.0
