@@ -194,6 +194,9 @@ def base_config(model: str = "deblurgan", discriminator: str = "") -> ml_collect
   c.eval.faces = "auto"  # landmark/identity/detection metrics: auto (if dlib) | on | off
   c.eval.detector = "hog"  # dlib detector of the detection metrics: hog | cnn
   c.eval.num_sample_rows = 6
+  # The deblur command enlarges a face smaller than the model's face size at most this many
+  # times (0: no limit); an enlarged face looks softer than what the model learnt as sharp.
+  c.eval.max_enlarge = 0.0
   c.lock()
   return c
 

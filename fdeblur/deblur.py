@@ -159,12 +159,10 @@ def training_face_size(config, margin: float) -> float:
   return size if size > 0 else float(config.dataset.image_size) / margin
 
 
-def trained_enlargement(config) -> float:
-  """The most the model's training enlarged its patches (config.dataset.enlarge_max where
-  enlarge_prob > 0), else no limit: a face the command enlarges more looks softer than any
-  sharp image the model saw, and it sharpens it (-4 dB on sharp 30 px faces at 3.7x)."""
-  d = config.dataset
-  return float(d.enlarge_max) if float(d.get("enlarge_prob", 0.0)) > 0 else math.inf
+def model_max_enlarge(config) -> float:
+  """config.eval.max_enlarge, the most the model's config lets the command enlarge a small
+  face (0: no limit)."""
+  return float(config.eval.get("max_enlarge", 0.0)) or math.inf
 
 
 class Deblurrer:
@@ -174,8 +172,9 @@ class Deblurrer:
   resized so the face has its size in the training data (`face_size`, default
   training_face_size), where the blur in pixels is what the model learnt (the generators are
   fully convolutional: the crop is margin x face_size pixels, not necessarily the training
-  image size), but a small face is enlarged at most `max_enlarge` times (default: as much as
-  the model's training enlarged its patches, trained_enlargement); "native": the crop at the
+  image size), but a small face is enlarged at most `max_enlarge` times (default: the
+  model's config.eval.max_enlarge; an enlarged face looks softer than what the model learnt as
+  sharp, and it sharpens it); "native": the crop at the
   photo's own resolution; "squeeze": the crop resized to config.dataset.image_size. The
   model's change is warped back to the photo either way."""
 
@@ -216,7 +215,7 @@ class Deblurrer:
     self.face_size = face_size or training_face_size(self.config, self.margin)
     if max_enlarge and max_enlarge < 1:
       raise UsageError(f"--max_enlarge={max_enlarge}: must be >= 1 (or 0: the model's)")
-    self.max_enlarge = max_enlarge or trained_enlargement(self.config)
+    self.max_enlarge = max_enlarge or model_max_enlarge(self.config)
     from fdeblur import faces  # pylint: disable=import-outside-toplevel
     if detector not in DETECTORS:
       raise UsageError(f"--detector={detector}: one of {', '.join(DETECTORS)}")
@@ -554,8 +553,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                      "deblur at (0: the model's, config.dataset.face_size or image_size / margin).",
                      flag_values=fv)
   flags.DEFINE_float("max_enlarge", 0.0, "With --scale=train: enlarge a small face at most this "
-                     "many times (0: as much as the model's training enlarged its patches, "
-                     "config.dataset.enlarge_max; no limit for a model trained without).",
+                     "many times (0: the model's config.eval.max_enlarge; no limit where it is 0).",
                      flag_values=fv)
   flags.DEFINE_enum("ensemble", "1", [str(n) for n in ENSEMBLES], "Self-ensemble: deblur each "
                     "crop under 1, 2 (left-right flip) or 8 (rotations and flips) transforms and "

@@ -182,11 +182,11 @@ def test_scales_set_the_crop_size_and_mixed_sizes_run_apart(workdir, tmp_path):
   assert d.crop_size(box) == 160  # 1.6 x 100 px, a multiple of 4 (the generator's stride)
   d.scale, d.face_size = "train", 49.0
   assert d.crop_size(box) == 80  # 1.6 x 49 = 78.4 -> 80
-  # A small face is enlarged at most as much as the model's training enlarged its patches
-  assert d.max_enlarge == math.inf  # quickstart trains without enlargement
-  trained = copy.deepcopy(d.config)
-  trained.dataset.enlarge_prob, trained.dataset.enlarge_max = 0.3, 2.0
-  d.max_enlarge = deblur.trained_enlargement(trained)
+  # A small face is enlarged at most config.eval.max_enlarge times
+  assert d.max_enlarge == math.inf  # quickstart sets no limit
+  limited = copy.deepcopy(d.config)
+  limited.eval.max_enlarge = 2.0
+  d.max_enlarge = deblur.model_max_enlarge(limited)
   assert d.max_enlarge == 2.0
   assert d.crop_size((0, 0, 15, 12)) == 48  # 1.6 x 2 x 15 = 48, not 1.6 x 49
   assert d.crop_size((0, 0, 30, 30)) == 80 and d.crop_size(box) == 80  # 2 x 30 > 49: face_size
