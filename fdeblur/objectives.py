@@ -38,13 +38,10 @@ def perceptual_params(config: ml_collections.ConfigDict, abstract: bool = False)
 
 
 def degrade_input(batch: dict):
-  """What `degrade` takes from a pipeline batch: the images (with the grid each was enlarged
-  from, "native", where the pipeline enlarges), or for clip batches the frames and the face
-  boxes (pipeline: x, y, w, h per frame; degrade: x_min, y_min, x_max, y_max) that VLA's
+  """What `degrade` takes from a pipeline batch: the images, or for clip batches the frames and
+  the face boxes (pipeline: x, y, w, h per frame; degrade: x_min, y_min, x_max, y_max) that VLA's
   facial-overlap condition needs."""
   if "frames" not in batch:
-    if "native" in batch:
-      return {"image": batch["image"], "native": batch["native"]}
     return batch["image"]
   clip = {"frames": batch["frames"]}
   if "box" in batch:

@@ -239,13 +239,13 @@ def _similarity(size, scale, angle_deg, tx, ty) -> np.ndarray:
   return np.concatenate([r, t[:, None]], axis=1)
 
 
-def _enlargement(size, scale, where) -> tuple[np.ndarray, np.ndarray]:
-  """(affine map, offset (x, y)) that enlarges the square of side size / scale at relative
-  position `where` (x, y in [0, 1]: its offset over the room left) to size x size, pixel
-  centres as cv2.resize has them: output u samples input (u + 0.5) / scale - 0.5 + offset."""
+def _enlargement(size, scale, where) -> np.ndarray:
+  """Affine map that enlarges the square of side size / scale at relative position `where`
+  (x, y in [0, 1]: its offset over the room left) to size x size, pixel centres as
+  cv2.resize has them: output u samples input (u + 0.5) / scale - 0.5 + offset."""
   offset = np.asarray(where, np.float64) * (size - size / scale)
   t = scale * (0.5 - offset) - 0.5
-  return np.array([[scale, 0.0, t[0]], [0.0, scale, t[1]]]), offset
+  return np.array([[scale, 0.0, t[0]], [0.0, scale, t[1]]])
 
 
 def _warp(frames, geo, mat, interpolation):
@@ -284,10 +284,7 @@ class Augment(grain.transforms.RandomMap):
   Enlargement (`enlarge_prob`): a random square of side size / s (s uniform in 1..enlarge_max)
   is resized to the full size by bicubic interpolation, as the deblur command enlarges faces
   smaller than its working size. The target is then an enlarged, soft but unblurred image: a
-  model that never saw one sharpens small faces it is given enlarged. With enlargement on,
-  every example gets `native` float32 [3], (s, x offset, y offset), or (1, 0, 0) when not
-  enlarged: `degrade` adds the sensor noise and JPEG of an enlarged sample on the grid it was
-  enlarged from, as a small face in a photo got them (`fdeblur.degrade.resample`)."""
+  model that never saw one sharpens small faces it is given enlarged."""
   flip: bool = True
   scale_jitter: float = 0.05
   translate_jitter: float = 0.03
@@ -318,13 +315,9 @@ class Augment(grain.transforms.RandomMap):
     angle = rng.uniform(-self.rotate_jitter, self.rotate_jitter) if self.rotate_jitter else 0.0
     if s != 1.0 or tx or ty or angle:
       frames = _warp(frames, geo, _similarity(size, s, angle, tx, ty), cv2.INTER_LINEAR)
-    if self.enlarge_prob:
-      out["native"] = np.array([1.0, 0.0, 0.0], np.float32)
-      if rng.uniform() < self.enlarge_prob:
-        scale = rng.uniform(1.0, self.enlarge_max)
-        mat, offset = _enlargement(size, scale, rng.uniform(0, 1, 2))
-        frames = _warp(frames, geo, mat, cv2.INTER_CUBIC)
-        out["native"] = np.array([scale, *offset], np.float32)
+    if self.enlarge_prob and rng.uniform() < self.enlarge_prob:
+      mat = _enlargement(size, rng.uniform(1.0, self.enlarge_max), rng.uniform(0, 1, 2))
+      frames = _warp(frames, geo, mat, cv2.INTER_CUBIC)
     if self.colour_jitter:
       c = self.colour_jitter
       bright, contrast, sat = rng.uniform(1 - c, 1 + c, 3)

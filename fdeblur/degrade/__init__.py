@@ -14,9 +14,8 @@ depends on the batch it is in, and every shape is static, so a train step compil
 A share `sharp_prob` of kernel samples gets a delta kernel instead (sharp inputs: the model must
 learn to leave them alone). Kernels are applied by `convolve` (direct or FFT, chosen by kernel
 size); clips' kernel samples blur the middle frame. Then optional sensor noise, a clip to [0, 1],
-and optional JPEG compression (`jpeg_prob`, on the device); for samples the input pipeline
-enlarged (`native`), on the grid they were enlarged from. Submodules: `kernels`, `apply`,
-`averaging`, `noise`, `jpeg`, `resample`.
+and optional JPEG compression (`jpeg_prob`, on the device). Submodules: `kernels`, `apply`,
+`averaging`, `noise`, `jpeg`.
 """
 import functools
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fdeblur.degrade import apply, averaging, jpeg, kernels, noise, resample
+from fdeblur.degrade import apply, averaging, jpeg, kernels, noise
 
 
 def mixture(cfg: ml_collections.ConfigDict, clips: bool) -> np.ndarray:
@@ -85,9 +84,7 @@ def _vla_bounds(cfg, num_frames):
 def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict, platform: str | None = None):
   """Blurs a batch on the device. Returns (blurry, sharp, info), images [B, H, W, C] in [0, 1].
 
-  batch: sharp images [B, H, W, C] (float in [0, 1], or uint8), or a dict with them as "image"
-    and optionally "native" [B, 3], the grid each sample was enlarged from (`resample`: its
-    noise and JPEG act there, enlarged with it), or a dict with "frames"
+  batch: sharp images [B, H, W, C] (float in [0, 1], or uint8), or a dict with "frames"
     [B, T, H, W, C] of consecutive frames (the sharp image is the middle frame (T - 1) // 2) and
     optionally "boxes" [B, T, 4] face boxes (x_min, y_min, x_max, y_max) or "landmarks"
     [B, T, P, 2] (x, y), and "flow" [B, T - 1] motion in pixels between consecutive frames.
@@ -106,10 +103,8 @@ def degrade(key: jax.Array, batch, cfg: ml_collections.ConfigDict, platform: str
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _degrade_jit(key, batch, cfg, platform):
-  clips = isinstance(batch, Mapping) and "frames" in batch
-  boxes = flow = frames = native = None
-  if isinstance(batch, Mapping):
-    native = batch.get("native")
+  clips = isinstance(batch, Mapping)
+  boxes = flow = frames = None
   if clips:
     frames = _as_float(batch["frames"])
     if frames.ndim != 5:
@@ -121,7 +116,7 @@ def _degrade_jit(key, batch, cfg, platform):
       boxes = averaging.boxes_from_landmarks(jnp.asarray(batch["landmarks"], jnp.float32))
     flow = batch.get("flow")
   else:
-    sharp = _as_float(batch["image"] if isinstance(batch, Mapping) else batch)
+    sharp = _as_float(batch)
   # Static choices and checks first: nothing below depends on values.
   b = sharp.shape[0]
   probs = mixture(cfg, clips)
@@ -180,24 +175,8 @@ def _degrade_jit(key, batch, cfg, platform):
     blurry = jnp.where(is_avg[:, None, None, None], averaged, blurry)
     length = jnp.where(is_avg, length_avg, length)
 
-  if native is None or (cfg.noise == "none" and cfg.jpeg_prob <= 0):
-    blurry = _capture(k_noise, blurry, cfg)
-  else:
-    # Noise and JPEG on the grid each sample was enlarged from, only their residual enlarged
-    # (the blurred image is not resampled). A sample not enlarged, (1, 0, 0), gets them on its
-    # own pixels, its JPEG blocks one pixel off.
-    up_y, up_x, down_y, down_x = resample.matrices(native, blurry.shape[1])
-    small = resample.to_native(blurry, down_y, down_x)
-    residual = resample.enlarge(_capture(k_noise, small, cfg) - small, up_y, up_x)
-    blurry = jnp.clip(blurry + residual, 0.0, 1.0)
-  return blurry, sharp, {"kernel": ker, "protocol": proto, "length": length}
-
-
-def _capture(k_noise, blurry, cfg):
-  """Sensor noise, a clip to [0, 1], and JPEG, per sample (keys [B])."""
   if cfg.noise != "none":
     if cfg.noise_in_linear_light:
-      kind, gamma = cfg.camera_response, float(cfg.camera_gamma)
       linear_blurry = averaging.inverse_response(blurry, kind, gamma)
       blurry = averaging.response(noise.add_noise(k_noise, linear_blurry, cfg), kind, gamma)
     else:
@@ -206,4 +185,4 @@ def _capture(k_noise, blurry, cfg):
   if cfg.jpeg_prob > 0:
     k_jpeg = jax.vmap(lambda k: jax.random.fold_in(k, 2))(k_noise)
     blurry = jpeg.random_jpeg(k_jpeg, blurry, float(cfg.jpeg_prob), tuple(cfg.jpeg_quality))
-  return blurry
+  return blurry, sharp, {"kernel": ker, "protocol": proto, "length": length}
