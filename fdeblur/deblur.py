@@ -172,11 +172,11 @@ class Deblurrer:
   resized so the face has its size in the training data (`face_size`, default
   training_face_size), where the blur in pixels is what the model learnt (the generators are
   fully convolutional: the crop is margin x face_size pixels, not necessarily the training
-  image size), but a small face is enlarged at most `max_enlarge` times (default: the
-  model's config.eval.max_enlarge; an enlarged face looks softer than what the model learnt as
-  sharp, and it sharpens it); "native": the crop at the
-  photo's own resolution; "squeeze": the crop resized to config.dataset.image_size. The
-  model's change is warped back to the photo either way."""
+  image size), but a small face is enlarged at most `max_enlarge` times (default: the model's
+  config.eval.max_enlarge; an enlarged face looks softer than what the model learnt as sharp,
+  and it sharpens it); "native": the crop at the photo's own resolution; "squeeze": the crop
+  resized to config.dataset.image_size. The model's change is warped back to the photo either
+  way."""
 
   def __init__(self, checkpoint: str, config_path: str = "", detector: str = "auto",
                margin: float = 0.0, feather: float = 0.15, batch_size: int = 0,
