@@ -162,7 +162,11 @@ def training_face_size(config, margin: float) -> float:
 def model_max_enlarge(config) -> float:
   """config.eval.max_enlarge, the most the model's config lets the command enlarge a small
   face (0: no limit)."""
-  return float(config.eval.get("max_enlarge", 0.0)) or math.inf
+  limit = float(config.eval.get("max_enlarge", 0.0))
+  if limit and limit < 1:
+    raise UsageError(f"the model's config.eval.max_enlarge={limit}: must be >= 1 (or 0: no "
+                     f"limit); pass --max_enlarge")
+  return limit or math.inf
 
 
 class Deblurrer:

@@ -192,6 +192,9 @@ def test_scales_set_the_crop_size_and_mixed_sizes_run_apart(workdir, tmp_path):
   assert d.crop_size((0, 0, 30, 30)) == 80 and d.crop_size(box) == 80  # 2 x 30 > 49: face_size
   with pytest.raises(deblur.UsageError, match="--max_enlarge=0.5"):
     deblur.Deblurrer(workdir, max_enlarge=0.5)
+  limited.eval.max_enlarge = 0.5
+  with pytest.raises(deblur.UsageError, match="config.eval.max_enlarge=0.5"):
+    deblur.model_max_enlarge(limited)
   d.scale = "squeeze"
   assert d.crop_size((0, 0, 400, 400)) == 32
   rng = np.random.default_rng(0)
